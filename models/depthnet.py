@@ -1,0 +1,145 @@
+"""DepthNetHybrid: the full ESTDepth model with the official interface and parameter names."""
+
+import torch
+from torch import nn
+
+from models.context_encoder import ResnetEncoder
+from models.cost_volume import build_cost_volume
+from models.hybrid_decoder import DepthHybridDecoder
+from models.layers import conv_bn_3d, conv_bn_relu_3d
+from models.losses import multiscale_depth_loss
+from models.matching_feature import FEATURE_CHANNELS, MatchingFeatureNet
+from utils.geometry import relative_pose, scale_intrinsics
+from utils.metrics import window_metrics
+
+MATCHING_STRIDE = 4  # the matching and cost volumes live at 1/4 resolution
+# The ResNet halves the size five times and the decoder concatenates its upsampled maps
+# with the skips, so both sides must be divisible by 32; the matching net's largest
+# pooling window (32 at 1/4 resolution) needs at least 128.
+SIZE_MULTIPLE, MIN_SIZE = 32, 128
+
+
+class DepthNetHybrid(nn.Module):
+    """Hybrid (context + plane-sweep matching) depth network with the EST transformer.
+
+    Args:
+        ndepths: number of fronto-parallel depth planes (>= 2).
+        depth_min, depth_max: range of the planes, in metres.
+        resnet: depth of the ResNet context encoder (18, 34, 50, 101, 152).
+        IF_EST_transformer: build and use the EST transformer.
+        pretrained_resnet: optional local file of torchvision ImageNet weights.
+    """
+
+    def __init__(self, ndepths: int = 64, depth_min: float = 0.01, depth_max: float = 10.0,
+                 resnet: int = 50, IF_EST_transformer: bool = True,
+                 pretrained_resnet: str | None = None):
+        super().__init__()
+        if ndepths < 2:
+            raise ValueError(f"ndepths must be at least 2, got {ndepths}")
+        if not 0 < depth_min < depth_max:
+            raise ValueError(f"need 0 < depth_min < depth_max, got {depth_min}, {depth_max}")
+        self.ndepths, self.depth_min, self.depth_max = ndepths, depth_min, depth_max
+        self.depth_interval = (depth_max - depth_min) / (ndepths - 1)
+        self.IF_EST_transformer = IF_EST_transformer
+        self.register_buffer("depth_cands", depth_min + self.depth_interval * torch.arange(
+            ndepths, dtype=torch.float32), persistent=False)
+
+        self.matchingFeature = MatchingFeatureNet()
+        self.semanticFeature = ResnetEncoder(resnet, pretrained_resnet)
+        self.CostRegNet = DepthHybridDecoder(self.semanticFeature.num_ch_enc, ndepths=ndepths,
+                                             depth_max=depth_max,
+                                             IF_EST_transformer=IF_EST_transformer)
+        c = FEATURE_CHANNELS
+        self.pre0 = conv_bn_3d(2 * c, c, 1, 1, 0)
+        self.pre1 = conv_bn_relu_3d(c, c, 3, 1, 1)
+        self.pre2 = conv_bn_3d(c, c, 3, 1, 1)
+
+    def fuse_pair(self, pair_ncdhw: torch.Tensor) -> torch.Tensor:
+        """Learned fusion of one (reference, warped source) feature pair."""
+        x = self.pre0(pair_ncdhw)
+        return x + self.pre2(self.pre1(x))
+
+    def predict(self, imgs, cam_poses, cam_intr, memory=None, use_est=None):
+        """Depths of the inner frames of a window.
+
+        Args:
+            imgs: ``[B, N, 3, H, W]`` RGB in 0..255, N >= 3; targets are frames 1..N-2.
+            cam_poses: ``[B, N, 4, 4]`` camera-to-world.
+            cam_intr: ``[B, 3, 3]`` intrinsics at H x W.
+            memory: ``(pre_costs, pre_cam_poses)`` from earlier windows, or None.
+            use_est: run the EST transformer; default: when built and given memory.
+        Returns:
+            (outputs, new_costs, new_cam_poses) with the official keys and memory format.
+        """
+        check_inputs(imgs, cam_poses, cam_intr)
+        if use_est is None:
+            use_est = memory is not None
+        use_est = use_est and self.IF_EST_transformer
+        imgs = 2 * (imgs / 255.0) - 1
+        b, n, _, h, w = imgs.shape
+        t = n - 2
+        matching = self.matchingFeature(imgs.flatten(0, 1)).unflatten(0, (b, n))
+        context_feats = self.semanticFeature(imgs[:, 1:1 + t].flatten(0, 1))
+        K_quarter = scale_intrinsics(cam_intr, 1.0 / MATCHING_STRIDE)
+        planes = self.depth_cands.to(imgs.dtype)[None]
+
+        cost_volumes = []
+        for i in range(1, n - 1):
+            sources = (i - 1, i + 1)
+            cost_volumes.append(build_cost_volume(
+                matching[:, i], [matching[:, s] for s in sources],
+                [relative_pose(cam_poses[:, i], cam_poses[:, s]) for s in sources],
+                K_quarter, planes, self.fuse_pair))
+        target_poses = [cam_poses[:, i] for i in range(1, n - 1)]
+        return self.CostRegNet(cost_volumes, context_feats, target_poses, K_quarter,
+                               self.depth_cands, self.depth_min, self.depth_interval,
+                               memory=memory, use_est=use_est)
+
+    def forward(self, imgs, cam_poses, cam_intr, sample=None, pre_costs=None,
+                pre_cam_poses=None, mode="train"):
+        """The official interface.
+
+        ``mode="train"`` returns ``(outputs, losses)`` (``sample`` must hold ``dmaps`` and
+        ``dmasks`` of all frames, ``[B, N, 1, H, W]``); ``"test"`` returns ``(outputs,
+        metrics)`` at scales 0 and 2; ``"val"`` returns ``(outputs, new_costs,
+        new_cam_poses)``, the memory for the next window. The EST transformer runs when it
+        is built and either training or given memory, as in the official model.
+        """
+        if mode not in ("train", "test", "val"):
+            raise ValueError(f"mode must be 'train', 'test' or 'val', got {mode!r}")
+        memory = None if pre_costs is None else (pre_costs, pre_cam_poses)
+        use_est = memory is not None or mode == "train"
+        outputs, new_costs, new_poses = self.predict(imgs, cam_poses, cam_intr, memory, use_est)
+        if mode == "val":
+            return outputs, new_costs, new_poses
+        gt, mask = _target_ground_truth(sample, imgs.shape[1])
+        if mode == "train":
+            return outputs, multiscale_depth_loss(outputs, gt, mask, self.depth_min,
+                                                  self.depth_max)
+        return outputs, window_metrics(outputs, gt, mask, scales=(0, 2))
+
+
+def check_inputs(imgs: torch.Tensor, cam_poses: torch.Tensor, cam_intr: torch.Tensor) -> None:
+    """Raise a ValueError that says what is wrong with a window the model cannot take."""
+    if imgs.dim() != 5 or imgs.shape[2] != 3:
+        raise ValueError(f"imgs must be [B, N, 3, H, W], got {list(imgs.shape)}")
+    b, n, _, h, w = imgs.shape
+    if n < 3:
+        raise ValueError(f"a window needs at least 3 frames (targets are the inner ones), got {n}")
+    if h < MIN_SIZE or w < MIN_SIZE or h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
+        raise ValueError(f"image size {h}x{w}: height and width must be multiples of "
+                         f"{SIZE_MULTIPLE} and at least {MIN_SIZE}")
+    if tuple(cam_poses.shape) != (b, n, 4, 4):
+        raise ValueError(f"cam_poses must be [B, N, 4, 4] = [{b}, {n}, 4, 4], "
+                         f"got {list(cam_poses.shape)}")
+    if tuple(cam_intr.shape) != (b, 3, 3):
+        raise ValueError(f"cam_intr must be [B, 3, 3] = [{b}, 3, 3], got {list(cam_intr.shape)}")
+    if not torch.isfinite(cam_poses).all():
+        raise ValueError("cam_poses contain non-finite values")
+
+
+def _target_ground_truth(sample, num_frames: int):
+    if sample is None or "dmaps" not in sample or "dmasks" not in sample:
+        raise ValueError("modes 'train' and 'test' need sample['dmaps'] and sample['dmasks']")
+    t = slice(1, num_frames - 1)
+    return sample["dmaps"][:, t], sample["dmasks"][:, t]

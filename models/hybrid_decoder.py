@@ -1,0 +1,210 @@
+"""Hybrid decoder (the official ``CostRegNet``): context + matching volumes -> depths.
+
+Steps, each a method:
+  1. ``context_volume``: a monodepth2-style 2D decoder on the ResNet features gives an
+     ``ndepths``-channel context map at 1/4 resolution;
+  2. ``key_value``: the 3D matching volume, with the context map as one extra channel, gives
+     16-channel key and value volumes;
+  3. ``stereo_head0`` on the value -> initial depth (scale 3);
+  4. ``fuse_views`` (EST transformer) or nothing -> ``stereo_head1`` -> depth (scale 2);
+  5. ``refine``: 2D upsampling from the scale-2 logits -> depths at scales 1 and 0.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.est_transformer import EpipolarTransformer
+from models.layers import ConvBlock, conv_bn_relu_3d, conv_bn_tanh_3d
+from utils.geometry import full_precision, warp_volume
+
+MATCHING_CHANNELS = 32  # channels of the plane-sweep matching volume
+KEY_CHANNELS = MATCHING_CHANNELS // 2
+
+
+def upsample2(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def depth_from_logits(logits_bdhw: torch.Tensor, depth_planes_d: torch.Tensor, scale: int = 4):
+    """Soft-argmin depth and max probability, upsampled ``scale``x (nearest).
+
+    The official upsamples the logits (nearest) before the softmax; nearest upsampling
+    commutes with the per-pixel softmax and expectation, so computing at low resolution
+    gives the same numbers with ``scale**2`` times less work.
+
+    Returns:
+        (depth ``[B, 1, sH, sW]``, prob ``[B, 1, sH, sW]``).
+    """
+    prob = torch.softmax(logits_bdhw, dim=1)
+    depth = (prob * depth_planes_d.view(1, -1, 1, 1).to(prob.dtype)).sum(dim=1, keepdim=True)
+    max_prob = prob.max(dim=1, keepdim=True).values
+    up = lambda x: F.interpolate(x, scale_factor=scale, mode="nearest")  # noqa: E731
+    return up(depth), up(max_prob)
+
+
+@full_precision
+def official_src_T_ref(world_T_ref: torch.Tensor, world_T_src: torch.Tensor) -> torch.Tensor:
+    """The transform the official EST uses to move a reference voxel into a source view.
+
+    The official computes ``inverse(world_T_src @ inverse(world_T_ref))``, i.e.
+    ``world_T_ref @ inverse(world_T_src)``, where the rigid-motion answer would be
+    ``inverse(world_T_src) @ world_T_ref``. They agree when the cameras' rotations are
+    equal up to the relative motion's frame, and the released weights were trained with
+    the official expression, so we keep it to reproduce the official outputs.
+    """
+    return world_T_ref @ torch.linalg.inv(world_T_src)
+
+
+class DepthHybridDecoder(nn.Module):
+    def __init__(self, num_ch_enc, ndepths: int = 64, depth_max: float = 10.0,
+                 IF_EST_transformer: bool = True, num_output_channels: int = 1,
+                 use_skips: bool = True):
+        super().__init__()
+        enc = list(num_ch_enc)
+        dec = [16, 32, ndepths, 128, 256]
+        self.ndepths, self.depth_max, self.use_skips = ndepths, depth_max, use_skips
+        self.IF_EST_transformer = IF_EST_transformer
+
+        self.upconv_4_0 = ConvBlock(enc[4], dec[4])
+        self.upconv_4_1 = ConvBlock(dec[4] + enc[3], dec[4])
+        self.upconv_3_0 = ConvBlock(dec[4], dec[3])
+        self.upconv_3_1 = ConvBlock(dec[3] + enc[2], dec[3])
+        self.upconv_2_0 = ConvBlock(dec[3], dec[2])
+        self.upconv_2_1 = ConvBlock(dec[2] + enc[1], ndepths)
+        self.upconv_1_0 = ConvBlock(dec[2] + ndepths, dec[1])
+        self.upconv_1_1 = ConvBlock(dec[1] + enc[0], dec[1])
+        self.dispconv_1 = nn.Conv2d(dec[1], num_output_channels, 3, 1, 1)
+        self.upconv_0_0 = ConvBlock(dec[1], dec[0])
+        self.upconv_0_1 = ConvBlock(dec[0], dec[0])
+        self.dispconv_0 = nn.Conv2d(dec[0], num_output_channels, 3, 1, 1)
+
+        if IF_EST_transformer:
+            self.epipolar_transformer = EpipolarTransformer(KEY_CHANNELS, KEY_CHANNELS, 3)
+        c = MATCHING_CHANNELS
+        self.dres0 = nn.Sequential(conv_bn_relu_3d(c, c), conv_bn_relu_3d(c, c))
+        self.dres1 = nn.Sequential(conv_bn_relu_3d(c, c), conv_bn_relu_3d(c, c))
+        self.dres2 = nn.Sequential(conv_bn_relu_3d(c + 1, c + 1))
+        self.key_layer = nn.Sequential(conv_bn_relu_3d(c + 1, KEY_CHANNELS))
+        self.value_layer = nn.Sequential(conv_bn_tanh_3d(c + 1, KEY_CHANNELS))
+        self.stereo_head0 = self._stereo_head()
+        self.stereo_head1 = self._stereo_head()
+
+    @staticmethod
+    def _stereo_head():
+        return nn.Sequential(conv_bn_relu_3d(KEY_CHANNELS, KEY_CHANNELS),
+                             nn.Conv3d(KEY_CHANNELS, 1, kernel_size=1))
+
+    def _up_block(self, x, conv0, conv1, skip):
+        x = [upsample2(conv0(x))] + ([skip] if self.use_skips and skip is not None else [])
+        return conv1(torch.cat(x, dim=1))
+
+    def context_volume(self, feats: list) -> torch.Tensor:
+        """ResNet features -> context map ``[N, ndepths, H/4, W/4]`` (after ReLU)."""
+        x = self._up_block(feats[4], self.upconv_4_0, self.upconv_4_1, feats[3])
+        x = self._up_block(x, self.upconv_3_0, self.upconv_3_1, feats[2])
+        return self._up_block(x, self.upconv_2_0, self.upconv_2_1, feats[1])
+
+    def key_value(self, cost_ncdhw: torch.Tensor, context_ndhw: torch.Tensor):
+        """Matching volume + context channel -> (key, value), each ``[N, 16, D, H, W]``."""
+        matching = self.dres1(self.dres0(cost_ncdhw))
+        x = self.dres2(torch.cat([context_ndhw.unsqueeze(1), matching], dim=1))
+        return self.key_layer(x), self.value_layer(x)
+
+    def fuse_views(self, keys: list, values: list, world_T_cams: list, num_targets: int,
+                   K_b33: torch.Tensor, depth_min: float, depth_interval: float):
+        """EST transformer over the targets, in order; each fused value replaces the old one
+        before the next target looks at it.
+
+        Args:
+            keys, values: ``[B, 16, D, H, W]`` per view: the targets first, then memories.
+            world_T_cams: ``[B, 4, 4]`` per view, same order.
+        Returns:
+            (fused values of the targets, their scale-2 logits ``[B, D, H, W]``).
+        """
+        values = list(values)
+        fused_logits = []
+        for i in range(num_targets):
+            warped_keys, warped_values = [], []
+            for j in range(len(keys)):
+                if j == i:
+                    continue
+                # Keys and values share one sampling grid: warp them as one volume.
+                warped = warp_volume(torch.cat([keys[j], values[j]], dim=1), depth_min,
+                                     depth_interval,
+                                     official_src_T_ref(world_T_cams[i], world_T_cams[j]), K_b33)
+                warped_keys.append(warped[:, :KEY_CHANNELS])
+                warped_values.append(warped[:, KEY_CHANNELS:])
+            values[i] = self.epipolar_transformer(keys[i], values[i], warped_keys, warped_values)
+            # One head call per target: in training its batch-norm statistics are per target.
+            fused_logits.append(self.stereo_head1(values[i]).squeeze(1))
+        return values[:num_targets], fused_logits
+
+    def refine(self, context_ndhw, logits_ndhw, feats):
+        """Scale-2 logits + context -> (depth at 1/2 upsampled x2, depth at full resolution)."""
+        x = self.upconv_1_0(torch.cat([context_ndhw, F.relu(logits_ndhw)], dim=1))
+        x = self._up_block(x, lambda t: t, self.upconv_1_1, feats[0])
+        depth_s1 = upsample2(self.depth_max * torch.sigmoid(self.dispconv_1(x)))
+        x = self._up_block(x, self.upconv_0_0, self.upconv_0_1, None)
+        depth_s0 = self.depth_max * torch.sigmoid(self.dispconv_0(x))
+        return depth_s1, depth_s0
+
+    def forward(self, cost_volumes: list, feats: list, world_T_cams: list, K_b33: torch.Tensor,
+                depth_planes_d: torch.Tensor, depth_min: float, depth_interval: float,
+                memory=None, use_est: bool = True):
+        """Decode the targets of a window.
+
+        Args:
+            cost_volumes: per target ``[B, 32, D, H/4, W/4]``.
+            feats: the five ResNet feature maps of the targets, batch ``B * T`` (b-major).
+            world_T_cams: per target ``[B, 4, 4]``.
+            K_b33: intrinsics at 1/4 resolution.
+            memory: ``(pre_costs, pre_cam_poses)`` as the official passes them, or None.
+            use_est: run the EST transformer (else ``stereo_head1`` on the values directly).
+        Returns:
+            (outputs, new memory costs ``{"keys": [k], "values": [v]}``, ``[world_T_cam]``).
+        """
+        num = len(cost_volumes)
+        b = cost_volumes[0].shape[0]
+        outputs = {}
+        context = self.context_volume(feats)
+        key, value = self.key_value(torch.stack(cost_volumes, dim=1).flatten(0, 1), context)
+
+        init_depth, init_prob = depth_from_logits(self.stereo_head0(value).squeeze(1),
+                                                  depth_planes_d)
+        for i, (d_i, p_i) in enumerate(zip(_per_target(init_depth, b), _per_target(init_prob, b))):
+            outputs[("depth", i, 3)], outputs[("init_prob", i)] = d_i, p_i
+
+        keys, values = _per_target(key, b), _per_target(value, b)
+        poses = list(world_T_cams)
+        if use_est:
+            if memory is not None:
+                pre_costs, pre_poses = memory
+                keys, values, poses = (keys + list(pre_costs["keys"]),
+                                       values + list(pre_costs["values"]),
+                                       poses + list(pre_poses))
+            values, logits = self.fuse_views(keys, values, poses, num, K_b33, depth_min,
+                                             depth_interval)
+            for i, logits_i in enumerate(logits):
+                outputs[("depth", i, 2)], outputs[("fused_prob", i)] = depth_from_logits(
+                    logits_i, depth_planes_d)
+            logits = torch.stack(logits, dim=1).flatten(0, 1)
+        else:
+            logits = self.stereo_head1(value).squeeze(1)
+            fused_depth, fused_prob = depth_from_logits(logits, depth_planes_d)
+            for i, (d_i, p_i) in enumerate(zip(_per_target(fused_depth, b),
+                                               _per_target(fused_prob, b))):
+                outputs[("depth", i, 2)], outputs[("fused_prob", i)] = d_i, p_i
+
+        depth_s1, depth_s0 = self.refine(context, logits, feats)
+        for i, (s1, s0) in enumerate(zip(_per_target(depth_s1, b), _per_target(depth_s0, b))):
+            outputs[("depth", i, 1)], outputs[("depth", i, 0)] = s1, s0
+
+        new_costs = {"keys": [keys[num - 1].detach()], "values": [values[num - 1].detach()]}
+        # The official returns the last pose of its (memory-extended) pose list.
+        return outputs, new_costs, poses[-1:]
+
+
+def _per_target(x_n: torch.Tensor, batch: int) -> list:
+    """Split a b-major ``[B*T, ...]`` tensor into T tensors of ``[B, ...]``."""
+    return list(x_n.unflatten(0, (batch, -1)).unbind(1))

@@ -1,0 +1,115 @@
+"""Checkpoint I/O: official format, DDP prefixes, strict errors, atomic writes."""
+
+import os
+
+import pytest
+import torch
+import torchvision
+
+from models import DepthNetHybrid
+from utils import checkpoint as ckpt_io
+from utils.io import atomic_open
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return DepthNetHybrid(ndepths=8, depth_min=0.5, depth_max=5.0, resnet=18)
+
+
+def _fresh(**kwargs):
+    args = dict(ndepths=8, depth_min=0.5, depth_max=5.0, resnet=18)
+    args.update(kwargs)
+    return DepthNetHybrid(**args)
+
+
+def _same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_official_format_round_trip(model, tmp_path):
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    path = str(tmp_path / "model_000001.ckpt")
+    ckpt_io.save_checkpoint(path, model, optimizer, epoch=1)
+    raw = torch.load(path, weights_only=False)
+    assert set(raw) == {"epoch", "model", "optimizer"} and raw["epoch"] == 1
+    other = _fresh()
+    assert not _same_weights(model, other)
+    ckpt_io.load_checkpoint(other, path)
+    assert _same_weights(model, other)
+
+
+def test_ddp_module_prefix_and_bare_state_dicts_load(model, tmp_path):
+    path = str(tmp_path / "ddp.ckpt")
+    torch.save({"epoch": 0, "model": {"module." + k: v for k, v in model.state_dict().items()},
+                "optimizer": None}, path)
+    other = _fresh()
+    ckpt_io.load_checkpoint(other, path)
+    assert _same_weights(model, other)
+    bare = str(tmp_path / "bare.pth")
+    torch.save(model.state_dict(), bare)
+    ckpt_io.load_checkpoint(_fresh(), bare)
+
+
+def test_mismatch_lists_missing_unexpected_and_misshaped_keys(model, tmp_path):
+    path = str(tmp_path / "m.ckpt")
+    ckpt_io.save_checkpoint(path, model)
+    with pytest.raises(ckpt_io.CheckpointError) as err:
+        ckpt_io.load_checkpoint(_fresh(ndepths=16, IF_EST_transformer=False), path)
+    text = str(err.value)
+    assert "m.ckpt" in text
+    assert "unexpected keys" in text and "CostRegNet.epipolar_transformer.gate_conv.weight" in text
+    assert "mis-shaped keys" in text and "CostRegNet.upconv_2_0.conv.0.weight" in text
+    with pytest.raises(ckpt_io.CheckpointError, match="missing keys"):
+        ckpt_io.load_checkpoint(_fresh(resnet=34), path)
+
+
+def test_restore_part_loads_only_the_feature_nets(model, tmp_path):
+    path = str(tmp_path / "part.ckpt")
+    ckpt_io.save_checkpoint(path, model)
+    other = _fresh(ndepths=16)  # the decoder differs; the feature nets do not
+    ckpt_io.load_checkpoint(other, path, prefixes=ckpt_io.FEATURE_NET_PREFIXES)
+    for name, value in other.state_dict().items():
+        if name.startswith(ckpt_io.FEATURE_NET_PREFIXES):
+            assert torch.equal(value, model.state_dict()[name]), name
+
+
+def test_unreadable_and_missing_checkpoints_name_the_file(tmp_path):
+    with pytest.raises(ckpt_io.CheckpointError, match="does not exist"):
+        ckpt_io.read_checkpoint(str(tmp_path / "nope.ckpt"))
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(ckpt_io.CheckpointError, match="broken.ckpt.*cannot be read"):
+        ckpt_io.read_checkpoint(str(broken))
+
+
+def test_crash_while_writing_leaves_the_previous_file_intact(model, tmp_path):
+    path = str(tmp_path / "model_000000.ckpt")
+    ckpt_io.save_checkpoint(path, model, epoch=0)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        with atomic_open(path, "wb") as f:
+            f.write(b"half a checkpoint")
+            raise RuntimeError("simulated crash")
+    assert ckpt_io.read_checkpoint(path)["epoch"] == 0
+    assert os.listdir(tmp_path) == ["model_000000.ckpt"]  # no temporary file left behind
+
+
+def test_imagenet_weights_come_only_from_a_local_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--pretrained_resnet"):
+        _fresh(pretrained_resnet=str(tmp_path / "resnet18.pth"))
+    torch.manual_seed(1)
+    source = torchvision.models.resnet18(weights=None)
+    weights = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), weights)
+    model = _fresh(pretrained_resnet=str(weights))
+    for name, value in source.state_dict().items():
+        assert torch.equal(model.semanticFeature.encoder.state_dict()[name], value), name
+    with pytest.raises(RuntimeError, match="not the ImageNet weights of this ResNet"):
+        _fresh(resnet=34, pretrained_resnet=str(weights))
+
+
+def test_latest_checkpoint_orders_by_number(tmp_path):
+    assert ckpt_io.latest_checkpoint(str(tmp_path)) is None
+    for name in ("model_000002.ckpt", "model_000010.ckpt", "model_000009.ckpt"):
+        (tmp_path / name).write_bytes(b"")
+    assert ckpt_io.latest_checkpoint(str(tmp_path)).endswith("model_000010.ckpt")

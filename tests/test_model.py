@@ -1,0 +1,136 @@
+"""DepthNetHybrid: official parameter names, interface, modes, memory and input checks."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models import DepthNetHybrid
+from models.hybrid_decoder import depth_from_logits
+from models.memory import MemoryBuffer
+from tests.conftest import shared_path
+
+H, W = 128, 160
+
+
+def _window(batch=1, frames=4, seed=0):
+    """A random but geometrically sane window: small camera motion, depths 1-4 m."""
+    g = torch.Generator().manual_seed(seed)
+    imgs = torch.rand(batch, frames, 3, H, W, generator=g) * 255
+    poses = torch.eye(4).repeat(batch, frames, 1, 1)
+    poses[..., 0, 3] = 0.05 * torch.arange(frames)
+    intr = torch.tensor([[120.0, 0, W / 2 - 0.5], [0, 120.0, H / 2 - 0.5], [0, 0, 1]])
+    dmaps = 1 + 3 * torch.rand(batch, frames, 1, H, W, generator=g)
+    sample = {"dmaps": dmaps, "dmasks": dmaps > 1.2}
+    return imgs, poses, intr.expand(batch, 3, 3), sample
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(0)
+    return DepthNetHybrid(ndepths=32, depth_min=0.5, depth_max=5.0, resnet=18)
+
+
+def test_parameter_names_and_shapes_equal_the_official_for_all_ten_configurations():
+    official = json.loads(shared_path("reference", "official_state_dict.json").read_text())
+    assert len(official) == 10
+    for name, shapes in official.items():
+        resnet, est = name.split("_est")
+        with torch.device("meta"):
+            model = DepthNetHybrid(ndepths=64, resnet=int(resnet[len("resnet"):]),
+                                   IF_EST_transformer=est == "True")
+        ours = {k: list(v.shape) for k, v in model.state_dict().items()}
+        assert ours == shapes, name
+
+
+def test_batch2_ndepths32_train_mode_gives_finite_loss_and_gradients(small_model):
+    model = small_model.train()
+    imgs, poses, intr, sample = _window(batch=2, frames=4)
+    outputs, losses = model(imgs, poses, intr, sample, mode="train")
+    for t in range(2):
+        for s in range(4):
+            assert outputs[("depth", t, s)].shape == (2, 1, H, W)
+        assert outputs[("init_prob", t)].shape == outputs[("fused_prob", t)].shape == (2, 1, H, W)
+    assert set(losses) == {"loss"} | {f"{k}_{s}" for k in ("loss", "delta", "thred")
+                                      for s in range(4)}
+    losses["loss"].backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), \
+        [n for n, g in grads.items() if g is None]
+    model.zero_grad()
+
+
+@torch.no_grad()
+def test_batch2_ndepths32_val_mode_with_memory(small_model):
+    model = small_model.eval()
+    imgs, poses, intr, _ = _window(batch=2, frames=5)
+    memory = MemoryBuffer(size=2)
+    for start in (0, 1, 2):
+        window = slice(start, start + 3)
+        outputs, costs, cam_poses = model(imgs[:, window], poses[:, window], intr, None,
+                                          *memory.as_inputs(), mode="val")
+        assert outputs[("depth", 0, 0)].shape == (2, 1, H, W)
+        assert costs["keys"][0].shape == costs["values"][0].shape == (2, 16, 32, H // 4, W // 4)
+        assert cam_poses[0].shape == (2, 4, 4)
+        memory.push(costs, cam_poses)
+    assert len(memory) == 2
+
+
+@torch.no_grad()
+def test_test_mode_returns_the_official_metrics(small_model):
+    imgs, poses, intr, sample = _window(frames=3)
+    _, metrics = small_model.eval()(imgs, poses, intr, sample, mode="test")
+    names = ("a1", "a2", "a3", "abs_diff", "abs_rel", "sq_rel", "rmse", "rmse_log")
+    assert set(metrics) == {f"{n}_{s}" for n in names for s in (0, 2)}
+
+
+@torch.no_grad()
+def test_est_only_runs_with_memory_outside_training():
+    """Without memory an eval forward skips the transformer: same as a model without one."""
+    torch.manual_seed(0)
+    with_est = DepthNetHybrid(ndepths=16, depth_min=0.5, depth_max=5.0, resnet=18).eval()
+    without = DepthNetHybrid(ndepths=16, depth_min=0.5, depth_max=5.0, resnet=18,
+                             IF_EST_transformer=False).eval()
+    state = {k: v for k, v in with_est.state_dict().items() if "epipolar_transformer" not in k}
+    without.load_state_dict(state, strict=True)
+    imgs, poses, intr, _ = _window(frames=4)
+    a, costs, cam_poses = with_est(imgs, poses, intr, None, mode="val")
+    b, _, _ = without(imgs, poses, intr, None, mode="val")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+    c, _, _ = with_est(imgs, poses, intr, None, costs, cam_poses, mode="val")
+    assert not torch.allclose(a[("depth", 0, 2)], c[("depth", 0, 2)])
+
+
+def test_depth_from_logits_equals_softmax_of_nearest_upsampled_logits():
+    torch.manual_seed(0)
+    logits, planes = torch.randn(2, 8, 5, 7), torch.linspace(0.5, 4, 8)
+    depth, prob = depth_from_logits(logits, planes, scale=4)
+    prob_volume = torch.softmax(F.interpolate(logits, scale_factor=4), dim=1)
+    torch.testing.assert_close(depth, (prob_volume * planes.view(1, -1, 1, 1)).sum(1, True))
+    torch.testing.assert_close(prob, prob_volume.max(1, keepdim=True).values)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda i, p, k: (i[:, :2], p[:, :2], k), "at least 3 frames"),
+    (lambda i, p, k: (i[..., :96, :], p, k), "multiples of 32 and at least 128"),
+    (lambda i, p, k: (F.pad(i, (0, 0, 0, 8)), p, k), "multiples of 32"),
+    (lambda i, p, k: (i, p[:, :, :3], k), "cam_poses must be"),
+    (lambda i, p, k: (i, p, k[0]), "cam_intr must be"),
+    (lambda i, p, k: (i, p * float("nan"), k), "non-finite"),
+])
+def test_inputs_the_model_cannot_take_raise_clear_errors(small_model, change, message):
+    imgs, poses, intr, _ = _window(frames=3)
+    imgs, poses, intr = change(imgs, poses, intr)
+    with pytest.raises(ValueError, match=message):
+        small_model.eval()(imgs, poses, intr, None, mode="val")
+
+
+def test_constructor_rejects_bad_depth_settings():
+    with pytest.raises(ValueError, match="ndepths"):
+        DepthNetHybrid(ndepths=1, resnet=18)
+    with pytest.raises(ValueError, match="depth_min"):
+        DepthNetHybrid(depth_min=2.0, depth_max=1.0, resnet=18)
+    with pytest.raises(ValueError, match="resnet"):
+        DepthNetHybrid(resnet=20)

@@ -1,0 +1,75 @@
+"""Replay the official implementation's recorded outputs (../shared/reference)."""
+
+import pytest
+import torch
+
+from models import DepthNetHybrid
+from models.memory import MemoryBuffer
+
+DEPTH_TOL = 2e-3  # metres; a faithful model is within ~5e-4 on CPU float32
+PROB_TOL = 2e-4
+
+
+def _model(reference, train: bool) -> DepthNetHybrid:
+    cfg = reference["config"]
+    model = DepthNetHybrid(ndepths=cfg["ndepths"], depth_min=cfg["depth_min"],
+                           depth_max=cfg["depth_max"], resnet=cfg["resnet"],
+                           IF_EST_transformer=cfg["IF_EST_transformer"])
+    model.load_state_dict(reference["weights"], strict=True)
+    return model.train(train)
+
+
+def _frames(reference, first: int, last: int):
+    inputs = reference["inputs"]
+    window = slice(first, last + 1)
+    sample = {"dmaps": inputs["dmaps"][:, window], "dmasks": inputs["dmasks"][:, window]}
+    return inputs["imgs"][:, window].float(), inputs["cam_poses"][:, window], \
+        inputs["cam_intr"], sample
+
+
+def _assert_outputs_match(outputs: dict, expected: dict, where: str):
+    assert len(outputs) == len(expected), f"{where}: output keys differ"
+    for key_str, want in expected.items():
+        key = eval(key_str)  # keys were stored as str() of tuples like ('depth', 0, 2)
+        tol = DEPTH_TOL if key[0] == "depth" else PROB_TOL
+        got = outputs[key]
+        assert got.shape == want.shape, f"{where} {key_str}: shape {got.shape} vs {want.shape}"
+        err = (got - want).abs().max().item()
+        assert err <= tol, f"{where} {key_str}: max abs error {err:.2e} > {tol:.0e}"
+
+
+def test_train_forward_loss_and_gradient(reference):
+    model = _model(reference, train=True)
+    imgs, poses, intr, sample = _frames(reference, 0, 4)
+    outputs, losses = model(imgs, poses, intr, sample, mode="train")
+    _assert_outputs_match(outputs, reference["train"]["outputs"], "train")
+    for name, want in reference["train"]["losses"].items():
+        assert losses[name].item() == pytest.approx(want.item(), abs=DEPTH_TOL), name
+    losses["loss"].backward()
+    grad_norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters()
+                               if p.grad is not None))
+    assert grad_norm.item() == pytest.approx(reference["train"]["grad_norm"].item(), rel=1e-3)
+
+
+@torch.no_grad()
+def test_joint_windows_with_memory(reference):
+    model = _model(reference, train=False)
+    memory = MemoryBuffer(size=1)
+    for index, first in enumerate((0, 3)):
+        imgs, poses, intr, _ = _frames(reference, first, first + 4)
+        outputs, costs, cam_poses = model(imgs, poses, intr, None, *memory.as_inputs(),
+                                          mode="val")
+        _assert_outputs_match(outputs, reference["joint"]["windows"][index], f"joint {index}")
+        memory.push(costs, cam_poses)
+
+
+@torch.no_grad()
+def test_estm_sliding_windows_with_two_memories(reference):
+    model = _model(reference, train=False)
+    memory = MemoryBuffer(size=2)
+    for s, expected in enumerate(reference["estm"]["windows"]):
+        imgs, poses, intr, _ = _frames(reference, s, s + 2)
+        outputs, costs, cam_poses = model(imgs, poses, intr, None, *memory.as_inputs(),
+                                          mode="val")
+        _assert_outputs_match(outputs, expected, f"estm {s}")
+        memory.push(costs, cam_poses)

@@ -1,0 +1,97 @@
+"""Checkpoint I/O in the official format ``{"epoch", "model", "optimizer", ...}``."""
+
+import glob
+import os
+import re
+
+import torch
+
+from utils.io import save_torch
+
+# The official --restore_part loads only the two feature extractors.
+FEATURE_NET_PREFIXES = ("matchingFeature.", "semanticFeature.")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+def read_checkpoint(path: str) -> dict:
+    """Load a checkpoint file on the CPU; a bare state dict is wrapped as ``{"model": ...}``."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for corrupt/truncated files
+        raise CheckpointError(f"checkpoint {path!r} cannot be read: {err}") from err
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"checkpoint {path!r} holds a {type(ckpt).__name__}, not a dict")
+    if "model" not in ckpt:
+        if all(torch.is_tensor(v) for v in ckpt.values()):
+            return {"model": ckpt}
+        raise CheckpointError(f"checkpoint {path!r} has no 'model' entry (keys: {sorted(ckpt)})")
+    return ckpt
+
+
+def strip_module_prefix(state: dict) -> dict:
+    """Remove the ``module.`` prefix that DataParallel/DDP add to every key."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def load_model_state(model: torch.nn.Module, state: dict, source: str = "checkpoint",
+                     prefixes: tuple | None = None) -> None:
+    """Load a state dict strictly, or only the keys under ``prefixes`` (all of them).
+
+    Raises:
+        CheckpointError listing missing, unexpected and mis-shaped keys.
+    """
+    state = strip_module_prefix(state)
+    target = model.state_dict()
+    if prefixes is not None:
+        keep = lambda k: k.startswith(prefixes)  # noqa: E731
+        state = {k: v for k, v in state.items() if keep(k)}
+        target = {k: v for k, v in target.items() if keep(k)}
+    missing = sorted(set(target) - set(state))
+    unexpected = sorted(set(state) - set(target))
+    misshaped = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
+                       for k in set(state) & set(target) if state[k].shape != target[k].shape)
+    if missing or unexpected or misshaped:
+        raise CheckpointError(
+            f"{source} does not fit the model:\n" + _listing("missing", missing)
+            + _listing("unexpected", unexpected) + _listing("mis-shaped", misshaped)
+            + "Check --resnet, --ndepths and --IF_EST_transformer against the checkpoint.")
+    model.load_state_dict(state, strict=prefixes is None)
+
+
+def load_checkpoint(model: torch.nn.Module, path: str, prefixes: tuple | None = None) -> dict:
+    """Read ``path`` and load its model weights; returns the whole checkpoint dict."""
+    ckpt = read_checkpoint(path)
+    load_model_state(model, ckpt["model"], source=f"checkpoint {path!r}", prefixes=prefixes)
+    return ckpt
+
+
+def save_checkpoint(path: str, model: torch.nn.Module, optimizer=None, epoch: int = 0,
+                    **extra) -> None:
+    """Write ``{"epoch", "model", "optimizer", **extra}`` atomically (DDP prefix removed)."""
+    model = getattr(model, "module", model)
+    ckpt = {"epoch": epoch, "model": model.state_dict(),
+            "optimizer": None if optimizer is None else optimizer.state_dict(), **extra}
+    save_torch(ckpt, path)
+
+
+def latest_checkpoint(logdir: str) -> str | None:
+    """The newest ``model_*.ckpt`` in ``logdir`` by its number (None when there is none)."""
+    def number(path):
+        return tuple(int(x) for x in re.findall(r"\d+", os.path.basename(path)))
+    paths = glob.glob(os.path.join(logdir, "model_*.ckpt"))
+    return max(paths, key=number) if paths else None
+
+
+def _listing(what: str, keys: list, limit: int = 20) -> str:
+    if not keys:
+        return ""
+    shown = "\n".join("    " + k for k in keys[:limit])
+    more = f"\n    ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return f"  {len(keys)} {what} keys:\n{shown}{more}\n"

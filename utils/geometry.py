@@ -1,0 +1,268 @@
+"""Pinhole-camera geometry: back-projection, projection, plane-sweep and volume warping.
+
+Conventions used everywhere in this project:
+
+* Poses are 4x4 rigid transforms named ``a_T_b``: they map points from frame ``b`` into
+  frame ``a``. Datasets store ``world_T_cam`` (camera-to-world).
+* Pixel ``(x, y)`` is the centre of column ``x`` and row ``y``; normalised sampling
+  coordinates divide by ``size - 1`` and every ``grid_sample`` passes
+  ``align_corners=True``. The released ESTDepth weights were trained under that
+  convention (PyTorch 1.2's only behaviour); the modern default shifts samples.
+* Every function is batch-agnostic (nothing is cached with a batch size), works for any
+  device and floating dtype, and documents its shapes in the argument names
+  (``depth_b1hw`` is ``[B, 1, H, W]``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+# Added to the projected depth before dividing, as the official code does, so that a
+# point on the camera plane does not produce inf/nan coordinates.
+PROJECTION_EPS = 1e-10
+# Sampling coordinate for "outside": far enough out that bilinear/trilinear sampling with
+# zero padding returns exactly 0 instead of blending with the border.
+OUTSIDE = 2.0
+
+
+def full_precision(fn):
+    """Run ``fn`` with autocast off: pixel coordinates need float32 even in mixed precision."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def pixel_grid(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Homogeneous pixel coordinates ``(x, y, 1)`` of an image, row-major.
+
+    Returns:
+        pix_3n: ``[3, H*W]``.
+    """
+    y, x = torch.meshgrid(torch.arange(height, device=device, dtype=dtype),
+                          torch.arange(width, device=device, dtype=dtype), indexing="ij")
+    return torch.stack([x.reshape(-1), y.reshape(-1), torch.ones_like(x).reshape(-1)])
+
+
+def scale_intrinsics(K_b33: torch.Tensor, scale: float) -> torch.Tensor:
+    """Intrinsics of an image resized by ``scale``: rows 0 and 1 multiplied (fx, fy, cx, cy).
+
+    This is the official convention (cx scales as ``cx * s``, not ``(cx + 0.5) * s - 0.5``).
+    """
+    K = K_b33.clone()
+    K[..., :2, :] = K[..., :2, :] * scale
+    return K
+
+
+@full_precision
+def relative_pose(world_T_a_b44: torch.Tensor, world_T_b_b44: torch.Tensor) -> torch.Tensor:
+    """``b_T_a``: the transform taking points of camera ``a`` into camera ``b``."""
+    return torch.linalg.inv(world_T_b_b44) @ world_T_a_b44
+
+
+@full_precision
+def transform_points(T_b44: torch.Tensor, points_b3n: torch.Tensor) -> torch.Tensor:
+    """Apply a rigid transform to points.
+
+    Args:
+        T_b44: ``[B, 4, 4]``.
+        points_b3n: ``[B, 3, ...]`` (any trailing shape).
+    Returns:
+        ``[B, 3, ...]``.
+    """
+    flat = points_b3n.reshape(points_b3n.shape[0], 3, -1)
+    out = T_b44[:, :3, :3] @ flat + T_b44[:, :3, 3:4]
+    return out.reshape(points_b3n.shape)
+
+
+@full_precision
+def backproject(depth_b1hw: torch.Tensor, invK_b33: torch.Tensor) -> torch.Tensor:
+    """Lift pixels to camera-frame 3D points, ``X = depth * K^-1 (x, y, 1)``.
+
+    Args:
+        depth_b1hw: ``[B, S, H, W]`` depths along the optical axis (``S`` = 1 for a depth
+            map, the number of planes for a frustum volume).
+        invK_b33: ``[B, 3, 3]`` inverse intrinsics of that image size.
+    Returns:
+        points_b3shw: ``[B, 3, S, H, W]``.
+    """
+    b, s, h, w = depth_b1hw.shape
+    pix_3n = pixel_grid(h, w, depth_b1hw.device, depth_b1hw.dtype)
+    rays_b3n = invK_b33.to(depth_b1hw.dtype) @ pix_3n
+    return rays_b3n.view(b, 3, 1, h, w) * depth_b1hw.unsqueeze(1)
+
+
+@full_precision
+def project(points_b3n: torch.Tensor, K_b33: torch.Tensor, eps: float = PROJECTION_EPS):
+    """Project camera-frame points to pixels.
+
+    Args:
+        points_b3n: ``[B, 3, ...]``.
+        K_b33: ``[B, 3, 3]``.
+    Returns:
+        (pix_b2n ``[B, 2, ...]``, z_b1n ``[B, 1, ...]``): pixel coordinates and depths.
+    """
+    flat = points_b3n.reshape(points_b3n.shape[0], 3, -1)
+    uvz = K_b33.to(flat.dtype) @ flat
+    z = uvz[:, 2:3]
+    pix = uvz[:, :2] / (z + eps)
+    tail = points_b3n.shape[2:]
+    return pix.reshape(-1, 2, *tail), z.reshape(-1, 1, *tail)
+
+
+def normalize_coords(coord: torch.Tensor, size: int) -> torch.Tensor:
+    """Pixel coordinate -> ``grid_sample`` coordinate for ``align_corners=True``."""
+    return 2.0 * coord / (size - 1) - 1.0
+
+
+def _outside_to_zero(norm: torch.Tensor) -> torch.Tensor:
+    """Send coordinates outside ``[-1, 1]`` far away so zero padding returns exactly 0.
+
+    Without this, a sample half a pixel outside would blend with the zero border; the
+    official code masks the same way.
+    """
+    return torch.where((norm > 1) | (norm < -1), torch.full_like(norm, OUTSIDE), norm)
+
+
+def sampling_grid(pix_b2n: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pixel coordinates -> normalised, outside-masked grid ``[B, ..., 2]`` (x, y last)."""
+    x = _outside_to_zero(normalize_coords(pix_b2n[:, 0], width))
+    y = _outside_to_zero(normalize_coords(pix_b2n[:, 1], height))
+    return torch.stack([x, y], dim=-1)
+
+
+def sample(input_bc: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """``grid_sample`` with zero padding and ``align_corners=True``, in the wider dtype.
+
+    Promoting (rather than casting the grid to the features' dtype) keeps sub-pixel
+    coordinates exact when the features are half precision.
+    """
+    dtype = torch.promote_types(input_bc.dtype, grid.dtype)
+    return F.grid_sample(input_bc.to(dtype), grid.to(dtype), mode=mode, padding_mode="zeros",
+                         align_corners=True)
+
+
+def frustum_points(depth_planes_bd: torch.Tensor, invK_b33: torch.Tensor,
+                   height: int, width: int) -> torch.Tensor:
+    """3D points of every pixel on every fronto-parallel depth plane.
+
+    Args:
+        depth_planes_bd: ``[B, D]`` (or ``[1, D]``, broadcast over the batch).
+    Returns:
+        points_b3dhw: ``[B, 3, D, H, W]``.
+    """
+    b = max(depth_planes_bd.shape[0], invK_b33.shape[0])
+    depth = depth_planes_bd.expand(b, -1)[:, :, None, None].expand(-1, -1, height, width)
+    return backproject(depth, invK_b33.expand(b, 3, 3))
+
+
+@full_precision
+def homography_warp(src_feat_bchw: torch.Tensor, depth_planes_bd: torch.Tensor,
+                    src_T_ref_b44: torch.Tensor, K_b33: torch.Tensor) -> torch.Tensor:
+    """Plane-sweep warp: resample a source image onto the reference camera's depth planes.
+
+    For every reference pixel and plane depth ``d``, the source is sampled bilinearly at the
+    projection of the reference point at depth ``d``; samples outside the source are 0.
+
+    Args:
+        src_feat_bchw: ``[B, C, H, W]`` source features.
+        depth_planes_bd: ``[B, D]`` plane depths in the reference frame.
+        src_T_ref_b44: ``[B, 4, 4]`` reference-to-source transform.
+        K_b33: ``[B, 3, 3]`` intrinsics of the feature map (same for both views).
+    Returns:
+        warped_bcdhw: ``[B, C, D, H, W]``.
+    """
+    b, c, h, w = src_feat_bchw.shape
+    d = depth_planes_bd.shape[1]
+    with torch.no_grad():  # poses and planes take no gradient; only the features do
+        points = frustum_points(depth_planes_bd, torch.linalg.inv(K_b33), h, w)
+        pix, _ = project(transform_points(src_T_ref_b44, points), K_b33, eps=1e-8)
+        grid = sampling_grid(pix, h, w).view(b, d * h, w, 2)
+    return sample(src_feat_bchw, grid).view(b, c, d, h, w)
+
+
+def warp_volume(src_volume_bcdhw: torch.Tensor, depth_min: float, depth_interval: float,
+                src_T_ref_b44: torch.Tensor, K_b33: torch.Tensor) -> torch.Tensor:
+    """Resample a source frustum volume into the reference frustum (trilinear).
+
+    Both volumes live on the same ``D`` uniform depth planes ``depth_min + k * interval``.
+    Each reference voxel is moved into the source camera; x and y index the source pixel,
+    its source-frame depth indexes the plane. Samples outside the source frustum are 0.
+
+    Args:
+        src_volume_bcdhw: ``[B, C, D, H, W]``.
+        src_T_ref_b44: ``[B, 4, 4]``.
+        K_b33: ``[B, 3, 3]`` intrinsics at the volume's resolution.
+    Returns:
+        ``[B, C, D, H, W]``.
+    """
+    _, _, d, h, w = src_volume_bcdhw.shape
+    grid = volume_sampling_grid(d, h, w, depth_min, depth_interval, src_T_ref_b44, K_b33)
+    return sample(src_volume_bcdhw, grid)
+
+
+@full_precision
+def volume_sampling_grid(d: int, h: int, w: int, depth_min: float, depth_interval: float,
+                         src_T_ref_b44: torch.Tensor, K_b33: torch.Tensor) -> torch.Tensor:
+    """The ``[B, D, H, W, 3]`` grid used by :func:`warp_volume` (reusable across volumes)."""
+    dtype = src_T_ref_b44.dtype
+    planes = depth_min + depth_interval * torch.arange(d, device=K_b33.device, dtype=dtype)
+    points = frustum_points(planes[None], torch.linalg.inv(K_b33), h, w)
+    pix, z = project(transform_points(src_T_ref_b44, points), K_b33)
+    xy = sampling_grid(pix, h, w)
+    plane = _outside_to_zero(2.0 * ((z[:, 0] - depth_min) / depth_interval) / (d - 1) - 1.0)
+    return torch.cat([xy, plane.unsqueeze(-1)], dim=-1)
+
+
+@full_precision
+def warp_image(src_bchw: torch.Tensor, depth_ref_b1hw: torch.Tensor,
+               src_T_ref_b44: torch.Tensor, K_b33: torch.Tensor,
+               mode: str = "bilinear"):
+    """Inverse-warp a source image into the reference view through the reference depth.
+
+    Args:
+        src_bchw: ``[B, C, H, W]`` source image.
+        depth_ref_b1hw: ``[B, 1, H, W]`` reference depth (0 = unknown).
+        src_T_ref_b44: ``[B, 4, 4]``.
+        K_b33: ``[B, 3, 3]`` (same for both images).
+    Returns:
+        (warped_bchw, valid_b1hw): the resampled source and a mask of reference pixels with
+        a positive depth that land inside the source image in front of its camera.
+    """
+    _, _, h, w = src_bchw.shape
+    points = backproject(depth_ref_b1hw, torch.linalg.inv(K_b33))[:, :, 0]
+    pix, z = project(transform_points(src_T_ref_b44, points), K_b33)
+    grid = sampling_grid(pix, h, w)
+    inside = (grid.abs() <= 1).all(dim=-1, keepdim=True).permute(0, 3, 1, 2)
+    valid = inside & (z > 0) & (depth_ref_b1hw > 0)
+    return sample(src_bchw, grid, mode), valid
+
+
+@full_precision
+def depth_reprojection_error(depth_ref_b1hw: torch.Tensor, depth_src_b1hw: torch.Tensor,
+                             src_T_ref_b44: torch.Tensor, K_b33: torch.Tensor):
+    """Disagreement between two depth maps of a scene seen from two posed cameras.
+
+    Reference pixels are moved into the source camera; their predicted source depth is
+    compared with the source depth map sampled (nearest) at the projected pixel.
+
+    Returns:
+        (abs_err_b1hw, valid_b1hw): ``|z_projected - depth_src|`` and where it is defined
+        (both depths positive, projection inside the source image).
+    """
+    _, _, h, w = depth_ref_b1hw.shape
+    points = backproject(depth_ref_b1hw, torch.linalg.inv(K_b33))[:, :, 0]
+    pix, z = project(transform_points(src_T_ref_b44, points), K_b33)
+    sampled, valid = _sample_nearest(depth_src_b1hw, pix, h, w)
+    valid = valid & (depth_ref_b1hw > 0) & (sampled > 0) & (z > 0)
+    return (z - sampled).abs() * valid, valid
+
+
+def _sample_nearest(img_b1hw: torch.Tensor, pix_b2hw: torch.Tensor, h: int, w: int):
+    grid = sampling_grid(pix_b2hw, h, w)
+    inside = (grid.abs() <= 1).all(dim=-1).unsqueeze(1)
+    return sample(img_b1hw, grid, "nearest"), inside
