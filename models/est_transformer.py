@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from models.layers import Conv3d
+
 
 def attend(target_key: torch.Tensor, warped_keys: list, warped_values: list) -> torch.Tensor:
     """Attention over views: softmax of channel-summed key products, MEAN of weighted values.
@@ -27,10 +29,10 @@ class EpipolarTransformer(nn.Module):
         super().__init__()
         gru_in = input_channel + output_channel
         self.output_channel = output_channel
-        self.gate_conv = nn.Conv3d(gru_in, 2 * output_channel, kernel_size, padding=1)
+        self.gate_conv = Conv3d(gru_in, 2 * output_channel, kernel_size, padding=1)
         self.reset_gate_norm = nn.GroupNorm(1, output_channel, 1e-5, True)
         self.update_gate_norm = nn.GroupNorm(1, output_channel, 1e-5, True)
-        self.output_conv = nn.Conv3d(gru_in, output_channel, kernel_size, padding=1)
+        self.output_conv = Conv3d(gru_in, output_channel, kernel_size, padding=1)
         self.output_norm = nn.GroupNorm(1, output_channel, 1e-5, True)
 
     def forward(self, target_key, target_value, warped_keys, warped_values):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.est_transformer import EpipolarTransformer
-from models.layers import ConvBlock, conv_bn_relu_3d, conv_bn_tanh_3d
+from models.layers import Conv3d, ConvBlock, conv_bn_relu_3d, conv_bn_tanh_3d
 from utils.geometry import full_precision, warp_volume
 
 MATCHING_CHANNELS = 32  # channels of the plane-sweep matching volume
@@ -93,7 +93,7 @@ class DepthHybridDecoder(nn.Module):
     @staticmethod
     def _stereo_head():
         return nn.Sequential(conv_bn_relu_3d(KEY_CHANNELS, KEY_CHANNELS),
-                             nn.Conv3d(KEY_CHANNELS, 1, kernel_size=1))
+                             Conv3d(KEY_CHANNELS, 1, kernel_size=1))
 
     def _up_block(self, x, conv0, conv1, skip):
         x = [upsample2(conv0(x))] + ([skip] if self.use_skips and skip is not None else [])

@@ -134,3 +134,22 @@ def test_constructor_rejects_bad_depth_settings():
         DepthNetHybrid(depth_min=2.0, depth_max=1.0, resnet=18)
     with pytest.raises(ValueError, match="resnet"):
         DepthNetHybrid(resnet=20)
+
+
+@pytest.mark.parametrize("shape, kernel", [((1, 8, 4, 6, 7), 3), ((1, 8, 4, 6, 7), 1),
+                                           ((2, 8, 4, 6, 7), 3), ((1, 64, 16, 32, 10), 3)])
+def test_cpu_conv3d_equals_torch_conv3d_forward_and_backward(shape, kernel):
+    from models.layers import Conv3d
+
+    torch.manual_seed(0)
+    ours = Conv3d(shape[1], 5, kernel, padding=kernel // 2, bias=True)
+    ref = torch.nn.Conv3d(shape[1], 5, kernel, padding=kernel // 2, bias=True)
+    ref.load_state_dict(ours.state_dict())
+    x1 = torch.randn(*shape, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    y1, y2 = ours(x1), ref(x2)
+    torch.testing.assert_close(y1, y2, atol=1e-5, rtol=1e-5)
+    y1.square().sum().backward()
+    y2.square().sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, atol=1e-3, rtol=1e-4)
