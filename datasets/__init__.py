@@ -1,0 +1,1 @@
+"""Datasets: ScanNet training windows, ScanNet/7-Scenes evaluation sequences, synthetic data."""

@@ -1,0 +1,197 @@
+"""File readers shared by every loader: colour, depth, pose, intrinsics and split lists.
+
+Every reader raises :class:`DataError` naming the file and the problem; nothing is
+silently skipped, replaced or defaulted. Loaders that must *react* to a non-finite pose
+(the ScanNet sampler ends a scan there, evaluation skips the frame) catch
+:class:`NonFinitePoseError` explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+# Depth PNGs store millimetres; 0 means "no measurement" and the original 7-Scenes release
+# marks invalid pixels with 65535 instead.
+DEPTH_SCALE = 1000.0
+DEPTH_INVALID_MARKER = 65535
+
+
+class DataError(ValueError):
+    """A dataset file is missing, unreadable or inconsistent with the others."""
+
+
+class NonFinitePoseError(DataError):
+    """A pose file holds inf/nan (ScanNet marks frames its tracker lost this way)."""
+
+
+def _check_exists(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise DataError(f"{what} not found: {path}")
+
+
+def _check_hw(path: Path, what: str, actual_hw: Tuple[int, int],
+              expect_hw: Optional[Sequence[int]]) -> None:
+    if expect_hw is not None and tuple(actual_hw) != tuple(expect_hw):
+        raise DataError(f"{what} {path} is {actual_hw[0]}x{actual_hw[1]} (HxW) but this "
+                        f"sequence's are {expect_hw[0]}x{expect_hw[1]}")
+
+
+def _resize(image: np.ndarray, size: Optional[Sequence[int]], interpolation: int) -> np.ndarray:
+    if size is None or tuple(image.shape[:2]) == tuple(size):
+        return image
+    height, width = size
+    return cv2.resize(image, (width, height), interpolation=interpolation)
+
+
+def image_size(path: Path | str, what: str = "image") -> Tuple[int, int]:
+    """``(height, width)`` of an image file; ``what`` names it in errors."""
+    path = Path(path)
+    _check_exists(path, what)
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DataError(f"cannot decode {what} {path} (corrupt or unsupported format)")
+    return image.shape[0], image.shape[1]
+
+
+def read_color(path: Path | str, size: Optional[Sequence[int]] = None,
+               expect_hw: Optional[Sequence[int]] = None) -> np.ndarray:
+    """Read an 8-bit colour image as RGB.
+
+    Args:
+        size: optional output ``(height, width)``; resized with cv2's default bilinear
+            interpolation, as the official loaders do.
+        expect_hw: optional ``(height, width)`` the file itself must have.
+    Returns:
+        rgb_hw3: ``uint8 [H, W, 3]``.
+    """
+    path = Path(path)
+    _check_exists(path, "colour image")
+    bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if bgr is None:
+        raise DataError(f"cannot decode colour image {path} (corrupt or unsupported format)")
+    if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
+        channels = 1 if bgr.ndim == 2 else bgr.shape[2]
+        raise DataError(f"colour image {path} must be 8-bit with 3 channels, "
+                        f"got {channels} channel(s) of {bgr.dtype}")
+    _check_hw(path, "colour image", bgr.shape[:2], expect_hw)
+    return cv2.cvtColor(_resize(bgr, size, cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
+
+
+def read_depth(path: Path | str, size: Optional[Sequence[int]] = None,
+               interpolation: int = cv2.INTER_LINEAR,
+               expect_hw: Optional[Sequence[int]] = None) -> np.ndarray:
+    """Read a uint16 millimetre depth PNG as metres; invalid pixels (0, 65535) become 0.
+
+    The invalid marker is zeroed *before* resizing so that 65535 never blends into valid
+    depths. Resizing happens on the integer millimetres (like the official loader, which
+    resizes the raw PNG and then divides by 1000), so bilinear results are bit-identical.
+
+    Args:
+        size: optional output ``(height, width)``.
+        interpolation: cv2 flag for resizing (bilinear by default, as official training;
+            use ``cv2.INTER_NEAREST`` to keep depth edges unblended).
+        expect_hw: optional ``(height, width)`` the file itself must have.
+    Returns:
+        depth_hw: ``float32 [H, W]`` metres, 0 where unknown.
+    """
+    path = Path(path)
+    _check_exists(path, "depth map")
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise DataError(f"cannot decode depth map {path} (corrupt or unsupported format)")
+    if raw.ndim != 2 or raw.dtype != np.uint16:
+        raise DataError(f"depth map {path} must be single-channel uint16 millimetres, "
+                        f"got shape {raw.shape} of {raw.dtype}")
+    _check_hw(path, "depth map", raw.shape, expect_hw)
+    raw = np.where(raw == DEPTH_INVALID_MARKER, np.uint16(0), raw)
+    return _resize(raw, size, interpolation).astype(np.float32) / np.float32(DEPTH_SCALE)
+
+
+def mask_depth_range(depth_hw: np.ndarray, depth_min: float, depth_max: float):
+    """Official validity rule: ``depth_min <= d <= depth_max`` and finite; others set to 0.
+
+    Returns:
+        (depth_hw, mask_hw): the masked depth (a copy) and the boolean mask.
+    """
+    mask = (depth_hw >= depth_min) & (depth_hw <= depth_max) & np.isfinite(depth_hw)
+    return np.where(mask, depth_hw, np.float32(0)).astype(np.float32), mask
+
+
+def _load_matrix(path: Path, what: str) -> np.ndarray:
+    _check_exists(path, what)
+    try:
+        return np.loadtxt(path, dtype=np.float64, ndmin=2)
+    except ValueError as err:
+        raise DataError(f"cannot parse {what} {path}: {err}") from None
+
+
+def read_pose(path: Path | str) -> np.ndarray:
+    """Read a whitespace-separated 4x4 camera-to-world matrix (``world_T_cam``).
+
+    Raises:
+        NonFinitePoseError: the matrix holds inf or nan.
+        DataError: missing file, unparsable text, wrong shape or a bottom row that is not
+            ``0 0 0 1``.
+    Returns:
+        world_T_cam_44: ``float64 [4, 4]``.
+    """
+    path = Path(path)
+    pose = _load_matrix(path, "pose file")
+    if pose.shape != (4, 4):
+        raise DataError(f"pose file {path} must hold a 4x4 matrix, got shape {pose.shape}")
+    if not np.all(np.isfinite(pose)):
+        raise NonFinitePoseError(f"pose file {path} holds non-finite values")
+    if not np.allclose(pose[3], [0.0, 0.0, 0.0, 1.0], atol=1e-6):
+        raise DataError(f"pose file {path} is not a rigid transform: bottom row {pose[3]}")
+    return pose
+
+
+def read_intrinsics(path: Path | str) -> np.ndarray:
+    """Read a 3x3 intrinsic matrix, or the top-left 3x3 of a 4x4 one (ScanNet's format).
+
+    Returns:
+        K_33: ``float64 [3, 3]``.
+    """
+    path = Path(path)
+    matrix = _load_matrix(path, "intrinsics file")
+    if matrix.shape not in ((3, 3), (4, 4)):
+        raise DataError(f"intrinsics file {path} must hold a 3x3 or 4x4 matrix, "
+                        f"got shape {matrix.shape}")
+    K = matrix[:3, :3]
+    if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0 \
+            or not np.allclose(K[2], [0.0, 0.0, 1.0]):
+        raise DataError(f"intrinsics file {path} is not a pinhole matrix:\n{K}")
+    return K
+
+
+def read_split_file(path: Path | str) -> list[str]:
+    """Entries of a split/list file, one per line; blank lines are ignored."""
+    path = Path(path)
+    _check_exists(path, "split file")
+    entries = [line.strip() for line in path.read_text().splitlines()]
+    entries = [entry for entry in entries if entry]
+    if not entries:
+        raise DataError(f"split file {path} lists nothing")
+    return entries
+
+
+def listed_dirs(root: Path | str, split_file: Path | str) -> list[Path]:
+    """``root/entry`` for every entry of a split file; every one must be a folder.
+
+    Raises:
+        DataError: naming the split file and the entries that are absent under ``root``.
+    """
+    root = Path(root)
+    entries = read_split_file(split_file)
+    missing = [entry for entry in entries if not (root / entry).is_dir()]
+    if missing:
+        shown = ", ".join(missing[:5])
+        if len(missing) > 5:
+            shown += f" and {len(missing) - 5} more"
+        raise DataError(f"split file {split_file} lists {len(missing)} entr"
+                        f"{'y' if len(missing) == 1 else 'ies'} absent under {root}: {shown}")
+    return [root / entry for entry in entries]
