@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import shared_path
 from utils import geometry as G
 
 

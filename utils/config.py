@@ -57,8 +57,10 @@ def build_parser(section: str, description: str = "") -> argparse.ArgumentParser
         if isinstance(default, bool):
             kwargs.update(type=str2bool, nargs="?", const=True, metavar="BOOL")
         elif isinstance(default, (int, float)):
-            kwargs["type"] = _optional(type(default))
-        else:
+            kwargs["type"] = type(default)
+        elif isinstance(default, str):
+            kwargs["type"] = str
+        else:  # null default: a path or name that may be left unset with "None"
             kwargs["type"] = _optional(str)
         parser.add_argument(*names, dest=key, **kwargs)
     return parser

@@ -1,0 +1,133 @@
+"""train_hybrid.py: DDP under torchrun, exact resume, crash safety, non-finite loss, learning."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_hybrid
+from datasets.synthetic import generate
+from models import DepthNetHybrid
+from utils import checkpoint as ckpt_io
+from utils import distributed as dist_utils
+from utils.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--dataset", "synthetic", "--device", "cpu", "--height", "128", "--width", "128",
+         "--resnet", "18", "--ndepths", "8", "--depth_min", "0.5", "--depth_max", "6",
+         "--seq_len", "3", "--frame_interval", "2", "--num_workers", "0", "--summary_freq", "2",
+         "--lr", "5e-4", "--warmup_iters", "10", "--seed", "7"]
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    """One training scene of 22 frames (5 windows of 3 at interval 2), one test scene."""
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, layout="scannet", scenes=2, frames=22, height=128, width=128, seed=3,
+             val=0, test=1, workers=1)
+    return str(root)
+
+
+def _args(tiny_set, logdir, *extra):
+    return SMALL + ["--datapath", tiny_set, "--logdir", str(logdir), *extra]
+
+
+def _state(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_torchrun_two_processes_shard_data_and_stay_in_sync(tiny_set, tmp_path):
+    logdir = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "train_hybrid.py"), *_args(tiny_set, logdir, "--max_iters", "2",
+                                                  "--log_samples", "True", "--epochs", "1")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    summary = json.loads((logdir / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["replicas_in_sync"] is True
+    assert summary["global_step"] == 2
+    steps = [json.loads(line) for line in (logdir / "samples.jsonl").read_text().splitlines()]
+    assert len(steps) == 2
+    seen = [sum((step["first_frames_by_rank"][r] for step in steps), []) for r in (0, 1)]
+    assert not set(seen[0]) & set(seen[1]), "both ranks trained on the same windows"
+    files = sorted(os.listdir(logdir))
+    assert [f for f in files if f.endswith(".ckpt")] == ["model_epoch000000_iter00000002.ckpt"]
+    assert len([f for f in files if f.startswith("events.out.tfevents")]) == 1
+
+
+def test_resumed_run_equals_uninterrupted_run(tiny_set, tmp_path):
+    """4 steps straight vs 2 steps, stop, resume, 2 more: across an epoch boundary."""
+    common = ["--epochs", "3", "--save_iters", "0", "--batch_size", "2"]
+    straight = train_hybrid.main(_args(tiny_set, tmp_path / "a", *common, "--max_iters", "4"))
+    first = train_hybrid.main(_args(tiny_set, tmp_path / "b", *common, "--max_iters", "2"))
+    assert first["global_step"] == 2 and first["epoch"] == 0
+    resumed = train_hybrid.main(_args(tiny_set, tmp_path / "b", *common, "--max_iters", "4",
+                                      "--resume", "True"))
+    assert resumed["global_step"] == straight["global_step"] == 4
+    assert resumed["epoch"] == straight["epoch"] == 1  # 5 windows / batch 2 = 2 steps an epoch
+
+    a, b = _state(straight["last_checkpoint"]), _state(resumed["last_checkpoint"])
+    for name, value in a["model"].items():
+        torch.testing.assert_close(b["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        torch.testing.assert_close(sb["exp_avg"], sa["exp_avg"], rtol=1e-4, atol=1e-7)
+    assert a["scheduler"] == b["scheduler"]
+
+
+def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    model = DepthNetHybrid(ndepths=4, depth_min=0.5, depth_max=5.0, resnet=18)
+    path = str(tmp_path / "model_000000.ckpt")
+    ckpt_io.save_checkpoint(path, model, epoch=0)
+
+    def crash_half_way(obj, f, *args, **kwargs):
+        f.write(b"\x80\x02half a pickle")
+        raise KeyboardInterrupt("simulated crash while writing")
+
+    monkeypatch.setattr(torch, "save", crash_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt_io.save_checkpoint(path, model, epoch=1)
+    monkeypatch.undo()
+    assert ckpt_io.read_checkpoint(path)["epoch"] == 0
+    ckpt_io.load_checkpoint(DepthNetHybrid(ndepths=4, depth_min=0.5, depth_max=5.0,
+                                           resnet=18), path)
+    assert os.listdir(tmp_path) == ["model_000000.ckpt"]
+
+
+def test_non_finite_loss_stops_with_step_samples_and_last_checkpoint(tiny_set, tmp_path):
+    args = load_config("train", _args(tiny_set, tmp_path / "nan", "--max_iters", "1"))
+    trainer = train_hybrid.Trainer(args, dist_utils.init_distributed("cpu"))
+    trainer.last_checkpoint = "/somewhere/model_000003.ckpt"
+    real_forward = trainer.net.forward
+
+    def nan_loss(*a, **k):
+        outputs, losses = real_forward(*a, **k)
+        losses["loss"] = losses["loss"] * float("nan")
+        return outputs, losses
+
+    trainer.net.forward = nan_loss
+    batch = next(iter(trainer.loader))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    with pytest.raises(train_hybrid.NonFiniteLossError) as err:
+        trainer.process_batch(batch, clip=10.0)
+    text = str(err.value)
+    assert "step 1" in text and "model_000003.ckpt" in text
+    assert batch["img_paths"][0][0] in text
+    assert all(torch.equal(p, q) for p, q in zip(before, trainer.model.parameters()))
+
+
+def test_official_flags_and_booleans_are_accepted():
+    args = load_config("train", ["--using_apex", "False", "--sync_bn", "--opt-level", "O1",
+                                 "--IF_EST_transformer", "False", "--reloadscan", "True",
+                                 "--restore_part", "feature", "--local_rank", "0",
+                                 "--mode", "train", "--pin_m"])
+    assert (args.using_apex, args.sync_bn, args.IF_EST_transformer, args.reloadscan,
+            args.pin_m) == (False, True, False, True, True)
+    assert args.opt_level == "O1" and train_hybrid.amp_dtype(args) == torch.float16
+    with pytest.raises(SystemExit):
+        load_config("train", ["--sync_bn", "maybe"])

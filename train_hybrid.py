@@ -1,0 +1,372 @@
+"""Train ESTDepth (DepthNetHybrid) on ScanNet or a synthetic set.
+
+Single process:   python train_hybrid.py --datapath DATA [--device cpu] ...
+Several GPUs:     torchrun --nproc_per_node=4 train_hybrid.py --sync_bn True ...
+See `python train_hybrid.py --help` and configs/default.yaml for every option.
+"""
+
+import json
+import logging
+import os
+import random
+import time
+
+import numpy as np
+import torch
+from tensorboardX import SummaryWriter
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from datasets.scannet import ScanNetTrainDataset
+from models import DepthNetHybrid
+from utils import checkpoint as ckpt_io
+from utils import distributed as dist_utils
+from utils.config import load_config, save_config
+from utils.logs import setup_logging
+from utils.lr_schedule import build_scheduler
+from utils.visualization import colorize_depth, colorize_prob, image_to_uint8
+
+log = logging.getLogger("train")
+DATASETS = ("scannet", "synthetic")
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf: training stops instead of corrupting the weights."""
+
+
+def check_args(args) -> None:
+    if args.dataset not in DATASETS:
+        raise ValueError(f"--dataset must be one of {DATASETS}, got {args.dataset!r}")
+    if args.amp not in AMP_DTYPES:
+        raise ValueError(f"--amp must be one of {sorted(AMP_DTYPES)}, got {args.amp!r}")
+    if not args.datapath:
+        raise ValueError("--datapath is required (the root of the training scans)")
+    if args.seq_len < 3:
+        raise ValueError(f"--seq_len must be at least 3, got {args.seq_len}")
+    if args.resume and args.loadckpt:
+        raise ValueError("--resume continues from --logdir; do not combine it with --loadckpt")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def build_dataset(args) -> ScanNetTrainDataset:
+    """ScanNet, or a synthetic set in the ScanNet layout (exact per-scene intrinsics)."""
+    split, intrinsics = args.trainlist, args.intrinsics
+    if args.dataset == "synthetic":
+        split = os.path.join(args.datapath, "splits", "train_split.txt")
+        intrinsics = "scene"
+    return ScanNetTrainDataset(args.datapath, split, height=args.height, width=args.width,
+                               n_frames=args.seq_len, frame_interval=args.frame_interval,
+                               depth_min=args.depth_min, depth_max=args.depth_max,
+                               reloadscan=args.reloadscan, intrinsics=intrinsics)
+
+
+def amp_dtype(args):
+    """torch.amp dtype from --amp, or from the apex-style --opt_level when apex is not used."""
+    if args.amp == "none" and not args.using_apex and args.opt_level in ("O1", "O2", "O3"):
+        return torch.float16
+    return AMP_DTYPES[args.amp]
+
+
+def build_model(args, env) -> torch.nn.Module:
+    model = DepthNetHybrid(ndepths=args.ndepths, depth_min=args.depth_min,
+                           depth_max=args.depth_max, resnet=args.resnet,
+                           IF_EST_transformer=args.IF_EST_transformer,
+                           pretrained_resnet=args.pretrained_resnet)
+    for flag, prefix in ((args.fix_matchingFeature, "matchingFeature."),
+                         (args.fix_semanticFeature, "semanticFeature.")):
+        if flag:
+            for name, p in model.named_parameters():
+                if name.startswith(prefix):
+                    p.requires_grad_(False)
+    return model.to(env.device)
+
+
+class Trainer:
+    """monodepth2-style trainer: set-up in ``__init__``, then ``train`` -> epochs -> batches."""
+
+    def __init__(self, args, env: dist_utils.DistEnv):
+        self.args, self.env = args, env
+        self.dataset = build_dataset(args)
+        self.sampler = dist_utils.ResumableSampler(self.dataset, args.batch_size, env, args.seed)
+        self.loader = DataLoader(self.dataset, args.batch_size, sampler=self.sampler,
+                                 num_workers=args.num_workers, drop_last=True,
+                                 pin_memory=args.pin_m)
+        self.iters_per_epoch = self.sampler.num_samples // args.batch_size
+        if self.iters_per_epoch == 0:
+            raise ValueError(f"{len(self.dataset)} training windows make no batch of "
+                             f"{args.batch_size} per process")
+
+        self.model = build_model(args, env)
+        self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad],
+                                          lr=args.lr, betas=(0.9, 0.999), weight_decay=args.wd)
+        self.scheduler = build_scheduler(self.optimizer, self.iters_per_epoch, args.lrepochs,
+                                         args.warmup_factor, args.warmup_iters)
+        self.amp_dtype = amp_dtype(args)
+        self.scaler = torch.amp.GradScaler(env.device.type,
+                                           enabled=self.amp_dtype == torch.float16)
+        self.epoch, self.batches_done, self.step = 0, 0, 0
+        self.last_checkpoint = None
+        self.loss_history = []  # this run's per-step loss (mean over ranks)
+        self._load_weights()
+        self.net = self._wrap(self.model)
+
+        self.writer = None
+        if env.is_main:
+            os.makedirs(args.logdir, exist_ok=True)
+            save_config(args, os.path.join(args.logdir, "config.yaml"))
+            self.writer = SummaryWriter(args.logdir, purge_step=self.step or None)
+        log.info("%d training windows, %d iterations per epoch per process, world size %d",
+                 len(self.dataset), self.iters_per_epoch, env.world_size)
+
+    # ------------------------------------------------------------------ set-up
+    def _load_weights(self) -> None:
+        args = self.args
+        if args.resume:
+            path = ckpt_io.latest_checkpoint(args.logdir)
+            if path is None:
+                raise FileNotFoundError(f"--resume: no model_*.ckpt in {args.logdir}")
+            self._restore(path)
+        elif args.loadckpt:
+            prefixes = ckpt_io.FEATURE_NET_PREFIXES if args.restore_part else None
+            ckpt_io.load_checkpoint(self.model, args.loadckpt, prefixes=prefixes)
+            log.info("loaded %s from %s", "feature nets" if prefixes else "weights",
+                     args.loadckpt)
+
+    def _restore(self, path: str) -> None:
+        ckpt = ckpt_io.load_checkpoint(self.model, path)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if "global_step" in ckpt:  # ours: the exact position, schedule and RNG
+            self.epoch, self.batches_done, self.step = (ckpt["epoch"], ckpt["batches_done"],
+                                                        ckpt["global_step"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+            set_rng_state(ckpt["rng"])
+        else:  # an official checkpoint: it was written at the end of its epoch
+            self.epoch, self.batches_done = ckpt["epoch"], self.iters_per_epoch
+            self.step = (ckpt["epoch"] + 1) * self.iters_per_epoch
+            self.scheduler.last_epoch = self.step - 1
+            self.scheduler.step()
+        if self.batches_done >= self.iters_per_epoch:
+            self.epoch, self.batches_done = self.epoch + 1, 0
+        self.last_checkpoint = path
+        log.info("resumed from %s at epoch %d, batch %d (step %d)", path, self.epoch,
+                 self.batches_done, self.step)
+
+    def _wrap(self, model):
+        args, env = self.args, self.env
+        if args.using_apex:
+            return self._wrap_apex(model)
+        if args.sync_bn and env.distributed:
+            if env.device.type != "cuda":
+                raise ValueError("--sync_bn needs GPUs: torch.nn.SyncBatchNorm has no CPU kernel")
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if env.distributed:
+            # With one target per window (and no memory) no key is ever attended to, so
+            # key_layer gets no gradient; DDP must then look for unused parameters.
+            single_target = args.seq_len == 3 and args.IF_EST_transformer
+            return DistributedDataParallel(
+                model, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+                find_unused_parameters=single_target)
+        return model
+
+    def _wrap_apex(self, model):
+        try:  # NVIDIA apex is optional
+            from apex import amp
+            from apex.parallel import DistributedDataParallel as ApexDDP, convert_syncbn_model
+        except ImportError:
+            raise ImportError("--using_apex needs NVIDIA apex (github.com/NVIDIA/apex; the PyPI "
+                              "package 'apex' is unrelated). Without it, use --sync_bn and "
+                              "--amp, which run on torch alone.") from None
+        if self.args.sync_bn:
+            model = convert_syncbn_model(model)
+        self.model, self.optimizer = amp.initialize(
+            model, self.optimizer, opt_level=self.args.opt_level,
+            keep_batchnorm_fp32=self.args.keep_batchnorm_fp32, loss_scale=self.args.loss_scale)
+        self._apex_amp = amp
+        return ApexDDP(self.model) if self.env.distributed else self.model
+
+    # ---------------------------------------------------------------- training
+    def train(self) -> dict:
+        start, args = time.time(), self.args
+        stopped = False
+        while self.epoch < args.epochs and not stopped:
+            stopped = self.run_epoch()
+        in_sync = dist_utils.replicas_in_sync(self.model, self.env)
+        if not in_sync:
+            raise RuntimeError("model replicas diverged across ranks")
+        tenth = max(1, len(self.loss_history) // 10)
+        summary = {"global_step": self.step, "epoch": self.epoch,
+                   "world_size": self.env.world_size, "replicas_in_sync": in_sync,
+                   "last_checkpoint": self.last_checkpoint, "seconds": time.time() - start,
+                   "loss_first_tenth": float(np.mean(self.loss_history[:tenth] or [np.nan])),
+                   "loss_last_tenth": float(np.mean(self.loss_history[-tenth:] or [np.nan]))}
+        if self.env.is_main:
+            from utils.io import save_json
+
+            save_json(summary, os.path.join(args.logdir, "train_summary.json"))
+            self.writer.close()
+        return summary
+
+    def run_epoch(self) -> bool:
+        """Train the rest of ``self.epoch``; returns True when --max_iters stopped it."""
+        args = self.args
+        self.sampler.set_position(self.epoch, self.batches_done)
+        clip = args.clip_before if self.epoch < args.clip_epoch else args.clip_after
+        bar = tqdm(total=self.iters_per_epoch, initial=self.batches_done,
+                   desc=f"epoch {self.epoch}", disable=not self.env.is_main, dynamic_ncols=True)
+        tic = time.time()
+        for batch in self.loader:
+            data_time = time.time() - tic
+            losses, outputs = self.process_batch(batch, clip)
+            self.loss_history.append(losses["loss"])
+            self.step += 1
+            self.batches_done += 1
+            self.scheduler.step()
+            step_time = time.time() - tic
+            samples_per_s = args.batch_size * self.env.world_size / step_time
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses['loss']:.3f}", samples_s=f"{samples_per_s:.2f}")
+            if self.step % args.summary_freq == 0:
+                self.log_scalars(losses, data_time, step_time, samples_per_s)
+                if self.step % (10 * args.summary_freq) == 0:
+                    self.log_images(batch, outputs)
+            if args.log_samples:
+                self.record_samples(batch)
+            if args.max_iters and self.step >= args.max_iters:
+                self.save(epoch_end=False)
+                bar.close()
+                return True
+            if args.save_iters and self.step % args.save_iters == 0:
+                self.save(epoch_end=False)
+            tic = time.time()
+        bar.close()
+        if (self.epoch + 1) % args.save_freq == 0 or self.epoch + 1 == args.epochs:
+            self.save(epoch_end=True)
+        self.epoch, self.batches_done = self.epoch + 1, 0
+        return False
+
+    def process_batch(self, batch: dict, clip: float):
+        """One optimisation step; returns (losses averaged over ranks, outputs)."""
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        device = self.env.device
+        imgs, poses, intr = (batch[k].to(device, non_blocking=True)
+                             for k in ("imgs", "cam_poses", "cam_intr"))
+        sample = {k: batch[k].to(device, non_blocking=True) for k in ("dmaps", "dmasks")}
+        with torch.autocast(device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            outputs, losses = self.net(imgs, poses, intr, sample, mode="train")
+        self._check_finite(losses["loss"], batch)
+        if self.args.using_apex:
+            with self._apex_amp.scale_loss(losses["loss"], self.optimizer) as scaled:
+                scaled.backward()
+        else:
+            self.scaler.scale(losses["loss"]).backward()
+            self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        torch.nn.utils.clip_grad_norm_(params, clip, norm_type=2)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return dist_utils.mean_over_ranks(losses, self.env), outputs
+
+    def _check_finite(self, loss: torch.Tensor, batch: dict) -> None:
+        finite = bool(torch.isfinite(loss).item())
+        if dist_utils.all_true(finite, self.env):
+            return
+        reports = dist_utils.gather_objects(None if finite else _frame_paths(batch), self.env)
+        bad = [f"rank {r}: {paths}" for r, paths in enumerate(reports) if paths is not None]
+        raise NonFiniteLossError(
+            f"non-finite loss at step {self.step + 1} (epoch {self.epoch}, batch "
+            f"{self.batches_done}); samples: {'; '.join(bad)}; last good checkpoint: "
+            f"{self.last_checkpoint or 'none written yet'}")
+
+    # ----------------------------------------------------------------- logging
+    def log_scalars(self, losses: dict, data_time: float, step_time: float, samples_per_s):
+        if not self.env.is_main:
+            return
+        for name, value in losses.items():
+            self.writer.add_scalar(f"train/{name}", value, self.step)
+        self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
+        self.writer.add_scalar("time/step_s", step_time, self.step)
+        self.writer.add_scalar("time/data_s", data_time, self.step)
+        self.writer.add_scalar("time/samples_per_s", samples_per_s, self.step)
+
+    def log_images(self, batch: dict, outputs: dict) -> None:
+        if not self.env.is_main:
+            return
+        add = lambda tag, img: self.writer.add_image(tag, img, self.step, dataformats="HWC")  # noqa: E731
+        for i in range(batch["imgs"].shape[1]):
+            add(f"train/img{i}", image_to_uint8(batch["imgs"][0, i]))
+        for t in range(batch["imgs"].shape[1] - 2):
+            add(f"train/depth_gt_img{t}", colorize_depth(batch["dmaps"][0, t + 1]))
+            for s in range(4):
+                add(f"train/depth_s{s}_img{t}", colorize_depth(outputs[("depth", t, s)][0]))
+            add(f"train/init_prob_img{t}", colorize_prob(outputs[("init_prob", t)][0]))
+            add(f"train/fused_prob_img{t}", colorize_prob(outputs[("fused_prob", t)][0]))
+
+    def record_samples(self, batch: dict) -> None:
+        """Append which windows each rank trained on at this step (logdir/samples.jsonl)."""
+        firsts = dist_utils.gather_objects(list(batch["img_paths"][0]), self.env)
+        if self.env.is_main:
+            with open(os.path.join(self.args.logdir, "samples.jsonl"), "a") as f:
+                f.write(json.dumps({"step": self.step, "first_frames_by_rank": firsts}) + "\n")
+
+    # ------------------------------------------------------------- checkpoints
+    def save(self, epoch_end: bool) -> None:
+        """Checkpoint (rank 0, atomically) in the official format plus the training state."""
+        if not self.env.is_main:
+            return
+        name = (f"model_{self.epoch:06d}.ckpt" if epoch_end
+                else f"model_epoch{self.epoch:06d}_iter{self.step:08d}.ckpt")
+        path = os.path.join(self.args.logdir, name)
+        ckpt_io.save_checkpoint(path, self.model, self.optimizer, epoch=self.epoch,
+                                batches_done=self.batches_done, global_step=self.step,
+                                scheduler=self.scheduler.state_dict(),
+                                scaler=self.scaler.state_dict(), rng=rng_state(),
+                                config=vars(self.args))
+        self.last_checkpoint = path
+        log.info("saved %s", path)
+
+
+def _frame_paths(batch: dict) -> list:
+    """The frames of every window in a batch: ``img_paths`` is collated frame-major."""
+    return [list(window) for window in zip(*batch["img_paths"])]
+
+
+def main(argv=None) -> dict:
+    args = load_config("train", argv, description=__doc__)
+    check_args(args)
+    env = dist_utils.init_distributed(args.device)
+    setup_logging(args.log_level, env.is_main)
+    seed_everything(args.seed)
+    try:
+        return Trainer(args, env).train()
+    finally:
+        dist_utils.cleanup()
+
+
+if __name__ == "__main__":
+    main()
