@@ -154,6 +154,9 @@ class Trainer:
             ckpt_io.load_checkpoint(self.model, args.loadckpt, prefixes=prefixes)
             log.info("loaded %s from %s", "feature nets" if prefixes else "weights",
                      args.loadckpt)
+        if not (args.resume or args.loadckpt or args.pretrained_resnet):
+            log.info("ResNet context encoder: random initialisation (no --pretrained_resnet "
+                     "file; the paper starts from ImageNet weights)")
 
     def _restore(self, path: str) -> None:
         ckpt = ckpt_io.load_checkpoint(self.model, path)

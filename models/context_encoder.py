@@ -12,7 +12,6 @@ log = logging.getLogger(__name__)
 RESNETS = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34,
            50: torchvision.models.resnet50, 101: torchvision.models.resnet101,
            152: torchvision.models.resnet152}
-_said_random_init = False
 
 
 class ResnetEncoder(nn.Module):
@@ -36,8 +35,6 @@ class ResnetEncoder(nn.Module):
         self.num_ch_enc = [64, 64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
         if pretrained_path:
             load_imagenet_weights(self.encoder, pretrained_path)
-        else:
-            _say_random_init_once()
 
     def forward(self, img_n3hw: torch.Tensor) -> list[torch.Tensor]:
         enc = self.encoder
@@ -62,11 +59,3 @@ def load_imagenet_weights(resnet: nn.Module, path: str) -> None:
     except RuntimeError as err:
         raise RuntimeError(f"{path}: not the ImageNet weights of this ResNet: {err}") from None
     log.info("ResNet context encoder initialised from ImageNet weights in %s", path)
-
-
-def _say_random_init_once() -> None:
-    global _said_random_init
-    if not _said_random_init:
-        log.info("ResNet context encoder: random initialisation (no --pretrained_resnet file; "
-                 "the paper starts from ImageNet weights)")
-        _said_random_init = True

@@ -9,6 +9,8 @@ import yaml
 DEFAULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "configs", "default.yaml")
 BASE_SECTIONS = ("common", "model")
+# Options whose default is null but whose values are not strings.
+NULL_DEFAULT_TYPES = {"min_depth_eval": float, "max_depth_eval": float}
 _HELP_LINE = re.compile(r"^\s+(\w+):[^#]*#\s*(.+)$")
 
 
@@ -60,8 +62,8 @@ def build_parser(section: str, description: str = "") -> argparse.ArgumentParser
             kwargs["type"] = type(default)
         elif isinstance(default, str):
             kwargs["type"] = str
-        else:  # null default: a path or name that may be left unset with "None"
-            kwargs["type"] = _optional(str)
+        else:  # null default: may be left unset with "None"
+            kwargs["type"] = _optional(NULL_DEFAULT_TYPES.get(key, str))
         parser.add_argument(*names, dest=key, **kwargs)
     return parser
 

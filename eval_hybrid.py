@@ -1,0 +1,26 @@
+"""Joint evaluation of ESTDepth: windows of --seq_len frames stepping by --seq_len - 2.
+
+Each window predicts its inner frames and, with the EST transformer, receives the memory
+of the previous window (official ``eval_hybrid.py``). Predictions are written to
+``<evalpath>/joint/<scene>[/<seq>]/{init_depth,refined_depth,...}/<frame>.npy`` (+ .jpg),
+an interrupted run resumes, and the metrics table follows (``--metrics``).
+
+    python eval_hybrid.py --eval_dataset 7scenes --datapath DATA/7scenes \\
+        --loadckpt checkpoint/model_000006.ckpt --evalpath outputs/est
+See eval_hybrid.sh, utils/evaluation.py and utils/metrics.py (the protocol).
+"""
+
+from utils.config import load_config
+from utils.evaluation import joint_protocol, run_evaluation
+from utils.logs import setup_logging
+
+
+def main(argv=None) -> dict:
+    """Returns ``{"run_dir", "config_hash", "scenes", "metrics"}`` (see run_evaluation)."""
+    args = load_config("eval", argv, description=__doc__)
+    setup_logging(args.log_level)
+    return run_evaluation(args, joint_protocol(args.seq_len))
+
+
+if __name__ == "__main__":
+    main()

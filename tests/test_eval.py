@@ -1,0 +1,273 @@
+"""eval_hybrid.py (Joint) and eval_hybrid_seq.py (ESTM): outputs, markers, metrics, resuming."""
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import eval_hybrid
+import eval_hybrid_seq
+from datasets.seven_scenes import SevenScenesSequence
+from datasets.sequence import stack_frames
+from datasets.synthetic import generate
+from models import DepthNetHybrid
+from models.memory import MemoryBuffer
+from utils import evaluation
+from utils.checkpoint import save_checkpoint
+
+NATIVE_HW = (240, 320)   # generated ground truth; the network runs at 128x160 (ratio 1.875 x 2)
+NET = ["--height", "128", "--width", "160", "--device", "cpu", "--log_level", "WARNING"]
+SMALL_MODEL = ["--resnet", "18", "--ndepths", "8", "--depth_min", "0.1", "--depth_max", "10"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "random_r18.ckpt"
+    save_checkpoint(str(path), DepthNetHybrid(ndepths=8, depth_min=0.1, depth_max=10.0,
+                                              resnet=18))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def scannet_set(tmp_path_factory):
+    """One synthetic test scene of 9 frames (ScanNet layout)."""
+    root = tmp_path_factory.mktemp("synthetic_scannet")
+    generate(root, "scannet", scenes=1, frames=9, height=NATIVE_HW[0], width=NATIVE_HW[1],
+             seed=5, val=0, test=1, workers=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def seven_set(tmp_path_factory):
+    """Two synthetic sequences of 4 frames (7-Scenes layout)."""
+    root = tmp_path_factory.mktemp("synthetic_7scenes")
+    generate(root, "7scenes", scenes=2, frames=4, height=NATIVE_HW[0], width=NATIVE_HW[1],
+             seed=6, val=0, test=0, workers=1)
+    return root
+
+
+def _estm_args(seven_set, ckpt, evalpath, *extra):
+    return [*NET, *SMALL_MODEL, "--eval_dataset", "7scenes", "--datapath", str(seven_set),
+            "--testlist", str(seven_set / "splits" / "test.txt"), "--intrinsics", "dataset",
+            "--frame_interval", "1", "--loadckpt", ckpt, "--evalpath", str(evalpath),
+            "--save_init_prob", "True", "--save_refined_prob", "True", *extra]
+
+
+@pytest.fixture(scope="module")
+def joint_run(scannet_set, ckpt, tmp_path_factory):
+    evalpath = tmp_path_factory.mktemp("joint_eval")
+    result = eval_hybrid.main([*NET, *SMALL_MODEL, "--eval_dataset", "synthetic",
+                               "--datapath", str(scannet_set), "--frame_interval", "1",
+                               "--loadckpt", ckpt, "--evalpath", str(evalpath)])
+    return result
+
+
+@pytest.fixture(scope="module")
+def estm_run(seven_set, ckpt, tmp_path_factory):
+    evalpath = tmp_path_factory.mktemp("estm_eval")
+    return eval_hybrid_seq.main(_estm_args(seven_set, ckpt, evalpath))
+
+
+def _tree(run_dir: Path) -> dict:
+    """{relative path: bytes} of every file under a run folder."""
+    return {p.relative_to(run_dir).as_posix(): p.read_bytes()
+            for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def _check_scene(scene_dir: Path, stems: list, kinds: list, dtype=np.float32):
+    marker = json.loads((scene_dir / evaluation.MARKER).read_text())
+    assert marker["frames"] == stems and marker["num_frames"] == len(stems)
+    expected = {f"{kind}/{stem}{ext}" for kind in kinds for stem in stems
+                for ext in (".npy", ".jpg")}
+    assert set(marker["files"]) == expected
+    on_disk = {p.relative_to(scene_dir).as_posix() for p in scene_dir.rglob("*")
+               if p.is_file() and p.name != evaluation.MARKER}
+    assert on_disk == expected
+    for kind in kinds:
+        for stem in stems:
+            value = np.load(scene_dir / kind / f"{stem}.npy")
+            assert value.shape == (128, 160) and value.dtype == dtype
+            assert np.isfinite(value).all()
+            if kind.endswith("prob"):
+                assert value.min() >= 0 and value.max() <= 1
+            else:
+                assert value.min() > 0 and value.max() <= 10.0
+            assert cv2.imread(str(scene_dir / kind / f"{stem}.jpg")).shape == (128, 160, 3)
+    return marker
+
+
+def _hand_metrics(gt, pred):
+    diff = pred - gt
+    ratio = np.maximum(gt / pred, pred / gt)
+    return {"abs_rel": np.mean(np.abs(diff) / gt), "abs_diff": np.mean(np.abs(diff)),
+            "sq_rel": np.mean(diff ** 2 / gt), "rmse": np.sqrt(np.mean(diff ** 2)),
+            "rmse_log": np.sqrt(np.mean((np.log(pred) - np.log(gt)) ** 2)),
+            "a1": np.mean(ratio < 1.25), "a2": np.mean(ratio < 1.25 ** 2),
+            "a3": np.mean(ratio < 1.25 ** 3)}
+
+
+def test_joint_scannet_layout_outputs_and_metrics(joint_run, scannet_set):
+    run_dir = Path(joint_run["run_dir"])
+    assert run_dir.name == "joint"
+    # 9 frames: windows 0-4 and 3-7 (the second with the first one's memory), targets 1-6
+    marker = _check_scene(run_dir / "scene0000_00", [str(i) for i in range(1, 7)],
+                          ["init_depth", "refined_depth"])
+    assert marker["windows"] == 2 and marker["skipped_nonfinite"] == 0
+    run = json.loads((run_dir / "run.json").read_text())
+    assert marker["config_hash"] == run["config_hash"] == joint_run["config_hash"]
+    assert joint_run["scenes"]["scene0000_00"]["status"] == "evaluated"
+
+    # metrics of the saved predictions, recomputed with numpy + cv2 (synthetic: 0.1-10 m)
+    results = joint_run["metrics"]
+    assert json.loads((run_dir / "metrics.json").read_text()) == \
+        json.loads(json.dumps(results))
+    with open(run_dir / "metrics_frames.csv") as f:
+        rows = {(r["depth"], r["frame"]): r for r in csv.DictReader(f)}
+    hand = {}
+    for kind in ("init_depth", "refined_depth"):
+        for i in range(1, 7):
+            pred = np.load(run_dir / "scene0000_00" / kind / f"{i}.npy")
+            gt = cv2.imread(str(scannet_set / "scene0000_00" / "depth" / f"{i}.png"),
+                            cv2.IMREAD_UNCHANGED).astype(np.float64) / 1000
+            assert gt.shape == NATIVE_HW
+            up = cv2.resize(pred, NATIVE_HW[::-1], interpolation=cv2.INTER_LINEAR)
+            mask = (gt >= 0.1) & (gt <= 10.0)
+            hand[kind, i] = _hand_metrics(gt[mask], up[mask].astype(np.float64))
+    for name, value in hand["refined_depth", 3].items():       # one frame, every metric
+        assert float(rows["refined_depth", "3"][name]) == pytest.approx(value, rel=1e-5,
+                                                                         abs=1e-7), name
+    for kind in ("init_depth", "refined_depth"):                # and the scene means
+        scene = results["scenes"]["scene0000_00"][kind]
+        assert scene["frames"] == 6 and scene["tc_pairs"] == 5
+        for name in hand[kind, 1]:
+            want = np.mean([hand[kind, i][name] for i in range(1, 7)])
+            assert scene[name] == pytest.approx(want, rel=1e-5, abs=1e-7), (kind, name)
+            assert results["overall"][kind]["mean_over_frames"][name] == \
+                pytest.approx(want, rel=1e-5, abs=1e-7)
+
+
+def test_estm_7scenes_layout_outputs(estm_run):
+    run_dir = Path(estm_run["run_dir"])
+    assert run_dir.name == "estm"
+    kinds = ["init_depth", "refined_depth", "init_prob", "refined_prob"]
+    for seq in ("room0000/seq-01", "room0001/seq-01"):
+        # 4 frames: 2 sliding windows (the second with the first's memory), frames 1-2
+        marker = _check_scene(run_dir / seq, [f"frame-{i:06d}.color" for i in (1, 2)], kinds)
+        assert marker["windows"] == 2
+    counts = estm_run["metrics"]["counts"]
+    assert counts["frames_predicted"] == 4 and counts["frames_missing_gt"] == 0
+    assert counts["scenes_without_marker"] == []
+
+
+def test_joint_7scenes_layout_and_estm_scannet_layout(seven_set, scannet_set, ckpt, tmp_path):
+    joint = eval_hybrid.main(_estm_args(seven_set, ckpt, tmp_path, "--seq_len", "3",
+                                        "--save_init_prob", "False", "--save_refined_prob",
+                                        "False", "--save_dtype", "float16",
+                                        "--datapath", str(seven_set / "room0001" / "seq-01")))
+    # one sequence folder as --datapath; 4 frames, one window of 3 (never ending on the last)
+    assert list(joint["scenes"]) == ["room0001/seq-01"]
+    _check_scene(tmp_path / "joint" / "room0001" / "seq-01", ["frame-000001.color"],
+                 ["init_depth", "refined_depth"], dtype=np.float16)
+
+    estm = eval_hybrid_seq.main([*NET, *SMALL_MODEL, "--eval_dataset", "synthetic",
+                                 "--datapath", str(scannet_set), "--frame_interval", "3",
+                                 "--loadckpt", ckpt, "--evalpath", str(tmp_path),
+                                 "--save_images", "False", "--metrics", "False"])
+    assert estm["metrics"] is None
+    scene_dir = tmp_path / "estm" / "scene0000_00"
+    marker = json.loads((scene_dir / evaluation.MARKER).read_text())
+    assert marker["frames"] == ["3"] and marker["frame_ids"] == [3]   # frames 0, 3, 6
+    assert sorted(p.name for p in scene_dir.rglob("*.*") if p.is_file()) == \
+        [".done.json", "3.npy", "3.npy"]
+
+
+class Killed(BaseException):
+    """Stands for a kill: not an Exception, so nothing on the way may swallow it."""
+
+
+def test_interrupted_evaluation_resumes_to_identical_files(seven_set, ckpt, estm_run,
+                                                           tmp_path, monkeypatch):
+    reference = _tree(Path(estm_run["run_dir"]))
+    evalpath = tmp_path / "interrupted"
+    real_save, calls = evaluation.save_target, []
+
+    def crash_on_fourth_frame(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 4:   # the second frame of the second sequence
+            raise Killed("simulated kill")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "save_target", crash_on_fourth_frame)
+    with pytest.raises(Killed):
+        eval_hybrid_seq.main(_estm_args(seven_set, ckpt, evalpath))
+    monkeypatch.setattr(evaluation, "save_target", real_save)
+
+    run_dir = evalpath / "estm"
+    first, second = run_dir / "room0000" / "seq-01", run_dir / "room0001" / "seq-01"
+    assert (first / evaluation.MARKER).is_file() and not (second / evaluation.MARKER).exists()
+    assert (second / "init_depth" / "frame-000001.color.npy").is_file()  # a partial scene
+    (second / "init_depth" / "stale.npy").write_bytes(b"left over")
+    done_before = {p: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()}
+
+    resumed = eval_hybrid_seq.main(_estm_args(seven_set, ckpt, evalpath))
+    assert resumed["scenes"]["room0000/seq-01"]["status"] == "skipped"
+    assert resumed["scenes"]["room0001/seq-01"]["status"] == "evaluated"
+    assert {p: p.stat().st_mtime_ns for p in done_before} == done_before
+    assert _tree(run_dir) == reference
+
+
+def test_other_configuration_is_refused(seven_set, ckpt, estm_run):
+    evalpath = Path(estm_run["run_dir"]).parent
+    with pytest.raises(RuntimeError, match="another configuration"):
+        eval_hybrid_seq.main(_estm_args(seven_set, ckpt, evalpath, "--memory_size", "1",
+                                        "--metrics", "False"))
+
+
+@torch.no_grad()
+def test_estm_on_real_frames_equals_hand_fed_windows(reference, redkitchen, tmp_path):
+    """Reference weights on real 7-Scenes frames: saved depths == the model fed by hand."""
+    cfg = reference["config"]
+    model = DepthNetHybrid(ndepths=cfg["ndepths"], depth_min=cfg["depth_min"],
+                           depth_max=cfg["depth_max"], resnet=cfg["resnet"],
+                           IF_EST_transformer=cfg["IF_EST_transformer"])
+    model.load_state_dict(reference["weights"], strict=True)
+    model.eval()
+    ckpt = tmp_path / "reference.ckpt"
+    save_checkpoint(str(ckpt), model)
+
+    interval = 9   # frames 150, 159, ..., 195: 6 frames, 4 windows; the 4th evicts the 1st
+    result = eval_hybrid_seq.main([
+        "--height", str(cfg["height"]), "--width", str(cfg["width"]), "--device", "cpu",
+        "--log_level", "WARNING", "--resnet", str(cfg["resnet"]), "--ndepths",
+        str(cfg["ndepths"]), "--depth_min", str(cfg["depth_min"]), "--depth_max",
+        str(cfg["depth_max"]), "--IF_EST_transformer", str(cfg["IF_EST_transformer"]),
+        "--eval_dataset", "7scenes", "--datapath", str(redkitchen), "--frame_interval",
+        str(interval), "--loadckpt", str(ckpt), "--evalpath", str(tmp_path / "out"),
+        "--save_images", "False"])
+
+    seq = SevenScenesSequence(redkitchen, height=cfg["height"], width=cfg["width"],
+                              frame_interval=interval)
+    assert len(seq) == 6
+    scene_dir = tmp_path / "out" / "estm" / "redkitchen" / "seq-sample"
+    memory = MemoryBuffer(2)
+    for start in range(len(seq) - 2):
+        batch = stack_frames([seq[i] for i in range(start, start + 3)])
+        outputs, costs, poses = model(batch["imgs"][None], batch["cam_poses"][None],
+                                      batch["cam_intr"][None], None, *memory.as_inputs(),
+                                      mode="val")
+        memory.push(costs, poses)
+        stem = Path(batch["img_paths"][1]).name[:-len(".png")]
+        for kind, scale in (("init_depth", 2), ("refined_depth", 0)):
+            saved = torch.from_numpy(np.load(scene_dir / kind / f"{stem}.npy"))
+            torch.testing.assert_close(saved, outputs[("depth", 0, scale)][0, 0],
+                                       rtol=0, atol=1e-6, msg=f"{kind} {stem}")
+
+    counts = result["metrics"]["counts"]
+    assert counts["frames_predicted"] == 4 and counts["frames_missing_gt"] == 0
+    overall = result["metrics"]["overall"]["refined_depth"]["mean_over_frames"]
+    assert overall["frames"] == 4 and all(np.isfinite(v) for v in overall.values())
