@@ -49,9 +49,11 @@ def official_src_T_ref(world_T_ref: torch.Tensor, world_T_src: torch.Tensor) -> 
 
     The official computes ``inverse(world_T_src @ inverse(world_T_ref))``, i.e.
     ``world_T_ref @ inverse(world_T_src)``, where the rigid-motion answer would be
-    ``inverse(world_T_src) @ world_T_ref``. They agree when the cameras' rotations are
-    equal up to the relative motion's frame, and the released weights were trained with
-    the official expression, so we keep it to reproduce the official outputs.
+    ``inverse(world_T_src) @ world_T_ref``. The two agree for cameras that are not rotated
+    relative to the world; otherwise the official moves voxels by the baseline expressed in
+    world axes rather than the source camera's. The released weights were trained with the
+    official expression and the official outputs depend on it (tests/test_reference.py
+    fails by metres with the other), so it is kept.
     """
     return world_T_ref @ torch.linalg.inv(world_T_src)
 
@@ -169,11 +171,10 @@ class DepthHybridDecoder(nn.Module):
         outputs = {}
         context = self.context_volume(feats)
         key, value = self.key_value(torch.stack(cost_volumes, dim=1).flatten(0, 1), context)
-
         init_depth, init_prob = depth_from_logits(self.stereo_head0(value).squeeze(1),
                                                   depth_planes_d)
-        for i, (d_i, p_i) in enumerate(zip(_per_target(init_depth, b), _per_target(init_prob, b))):
-            outputs[("depth", i, 3)], outputs[("init_prob", i)] = d_i, p_i
+        _store(outputs, lambda i: ("depth", i, 3), init_depth, b)
+        _store(outputs, lambda i: ("init_prob", i), init_prob, b)
 
         keys, values = _per_target(key, b), _per_target(value, b)
         poses = list(world_T_cams)
@@ -185,26 +186,30 @@ class DepthHybridDecoder(nn.Module):
                                        poses + list(pre_poses))
             values, logits = self.fuse_views(keys, values, poses, num, K_b33, depth_min,
                                              depth_interval)
-            for i, logits_i in enumerate(logits):
-                outputs[("depth", i, 2)], outputs[("fused_prob", i)] = depth_from_logits(
-                    logits_i, depth_planes_d)
             logits = torch.stack(logits, dim=1).flatten(0, 1)
         else:
             logits = self.stereo_head1(value).squeeze(1)
-            fused_depth, fused_prob = depth_from_logits(logits, depth_planes_d)
-            for i, (d_i, p_i) in enumerate(zip(_per_target(fused_depth, b),
-                                               _per_target(fused_prob, b))):
-                outputs[("depth", i, 2)], outputs[("fused_prob", i)] = d_i, p_i
+        fused_depth, fused_prob = depth_from_logits(logits, depth_planes_d)
+        _store(outputs, lambda i: ("depth", i, 2), fused_depth, b)
+        _store(outputs, lambda i: ("fused_prob", i), fused_prob, b)
 
         depth_s1, depth_s0 = self.refine(context, logits, feats)
-        for i, (s1, s0) in enumerate(zip(_per_target(depth_s1, b), _per_target(depth_s0, b))):
-            outputs[("depth", i, 1)], outputs[("depth", i, 0)] = s1, s0
+        _store(outputs, lambda i: ("depth", i, 1), depth_s1, b)
+        _store(outputs, lambda i: ("depth", i, 0), depth_s0, b)
 
         new_costs = {"keys": [keys[num - 1].detach()], "values": [values[num - 1].detach()]}
-        # The official returns the last pose of its (memory-extended) pose list.
+        # Official quirk, kept for the same reason as official_src_T_ref: the memory's pose
+        # is the last of the memory-extended pose list, i.e. with memory the pose of the
+        # newest memory given, not of the last target (whose key and value are returned).
         return outputs, new_costs, poses[-1:]
 
 
 def _per_target(x_n: torch.Tensor, batch: int) -> list:
     """Split a b-major ``[B*T, ...]`` tensor into T tensors of ``[B, ...]``."""
     return list(x_n.unflatten(0, (batch, -1)).unbind(1))
+
+
+def _store(outputs: dict, key_of, x_n: torch.Tensor, batch: int) -> None:
+    """``outputs[key_of(t)] = `` target t's ``[B, ...]`` slice of a b-major tensor."""
+    for t, x in enumerate(_per_target(x_n, batch)):
+        outputs[key_of(t)] = x
