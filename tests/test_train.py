@@ -131,3 +131,68 @@ def test_official_flags_and_booleans_are_accepted():
     assert args.opt_level == "O1" and train_hybrid.amp_dtype(args) == torch.float16
     with pytest.raises(SystemExit):
         load_config("train", ["--sync_bn", "maybe"])
+
+
+def _fit_loss(model, dataset, count: int = 12) -> float:
+    """Mean multi-scale loss of a model (eval mode) on the first ``count`` windows."""
+    values = []
+    with torch.no_grad():
+        for i in range(count):
+            s = dataset[i]
+            _, losses = model.eval()(s["imgs"][None], s["cam_poses"][None], s["cam_intr"][None],
+                                     {k: s[k][None] for k in ("dmaps", "dmasks")}, mode="train")
+            values.append(losses["loss"].item())
+    return sum(values) / len(values)
+
+
+@pytest.mark.slow
+def test_training_lowers_the_loss_and_beats_the_untrained_model(tmp_path):
+    """240 steps (~3 min) of CPU training from scratch on 18 synthetic scenes: the loss on the
+    training windows and the held-out ESTM AbsRel both drop clearly.
+
+    Measured here: loss on all training windows (eval mode) 2.17 -> 1.63 (-25%); held-out
+    AbsRel init 0.47 -> 0.29, refined 0.34 -> 0.24. The loss is measured on fixed windows:
+    per-step losses of single windows vary 3x between scenes. Most of what a few hundred
+    steps from scratch learn is the scenes' depth scale; structure takes far longer.
+    """
+    import eval_hybrid_seq
+    from datasets.scannet import ScanNetTrainDataset
+
+    root = tmp_path / "data"
+    generate(root, layout="scannet", scenes=23, frames=40, height=128, width=128, seed=11,
+             val=0, test=5, workers=2)
+    model_args = ["--height", "128", "--width", "128", "--resnet", "18", "--ndepths", "8",
+                  "--depth_min", "0.5", "--depth_max", "6", "--frame_interval", "5",
+                  "--device", "cpu"]
+    summary = train_hybrid.main(model_args + [
+        "--dataset", "synthetic", "--datapath", str(root), "--logdir", str(tmp_path / "run"),
+        "--seq_len", "3", "--num_workers", "0", "--lr", "1e-3", "--warmup_iters", "20",
+        "--lrepochs", "4:4", "--max_iters", "240", "--epochs", "100", "--save_iters", "0",
+        "--seed", "0"])
+
+    def make():
+        return DepthNetHybrid(ndepths=8, depth_min=0.5, depth_max=6.0, resnet=18)
+
+    torch.manual_seed(0)
+    untrained, trained = make(), make()
+    ckpt_io.load_checkpoint(trained, summary["last_checkpoint"])
+    windows = ScanNetTrainDataset(root, root / "splits" / "train_split.txt", height=128,
+                                  width=128, n_frames=3, frame_interval=5, depth_min=0.5,
+                                  depth_max=6.0, intrinsics="scene")
+    fit = _fit_loss(untrained, windows, len(windows)), _fit_loss(trained, windows, len(windows))
+
+    untrained_ckpt = tmp_path / "untrained.ckpt"
+    ckpt_io.save_checkpoint(str(untrained_ckpt), untrained)
+    abs_rel = {}
+    for tag, ckpt in (("untrained", untrained_ckpt), ("trained", summary["last_checkpoint"])):
+        metrics = eval_hybrid_seq.main(model_args + [
+            "--eval_dataset", "synthetic", "--datapath", str(root), "--loadckpt", str(ckpt),
+            "--evalpath", str(tmp_path / tag)])["metrics"]
+        abs_rel[tag] = {kind: metrics["overall"][kind]["mean_over_frames"]["abs_rel"]
+                        for kind in ("init_depth", "refined_depth")}
+    print(f"loss on training windows: untrained {fit[0]:.3f}, trained {fit[1]:.3f}; "
+          f"held-out ESTM AbsRel: {abs_rel}; per-step loss, first/last tenth: "
+          f"{summary['loss_first_tenth']:.3f}/{summary['loss_last_tenth']:.3f}")
+    assert fit[1] < 0.85 * fit[0]
+    assert abs_rel["trained"]["init_depth"] < 0.75 * abs_rel["untrained"]["init_depth"]
+    assert abs_rel["trained"]["refined_depth"] < 0.85 * abs_rel["untrained"]["refined_depth"]
