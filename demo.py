@@ -41,7 +41,8 @@ from utils.visualization import colorize_depth, image_to_uint8, panel
 
 log = logging.getLogger("demo")
 ROOT = Path(__file__).resolve().parent
-SHARED_SAMPLE = ROOT.parent / "shared" / "data" / "7scenes" / "redkitchen" / "seq-sample"
+SHARED_SAMPLE = (Path(os.environ.get("ESTDEPTH_SHARED", ROOT.parent / "shared"))
+                 / "data" / "7scenes" / "redkitchen" / "seq-sample")
 MODES = {"joint": eval_hybrid, "estm": eval_hybrid_seq}
 SHOWN = ("abs_rel", "abs_diff", "rmse", "a1")
 
