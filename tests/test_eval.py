@@ -16,6 +16,7 @@ from datasets.sequence import stack_frames
 from datasets.synthetic import generate
 from models import DepthNetHybrid
 from models.memory import MemoryBuffer
+from tests.test_metrics import hand_metrics
 from utils import evaluation
 from utils.checkpoint import save_checkpoint
 
@@ -101,16 +102,6 @@ def _check_scene(scene_dir: Path, stems: list, kinds: list, dtype=np.float32):
     return marker
 
 
-def _hand_metrics(gt, pred):
-    diff = pred - gt
-    ratio = np.maximum(gt / pred, pred / gt)
-    return {"abs_rel": np.mean(np.abs(diff) / gt), "abs_diff": np.mean(np.abs(diff)),
-            "sq_rel": np.mean(diff ** 2 / gt), "rmse": np.sqrt(np.mean(diff ** 2)),
-            "rmse_log": np.sqrt(np.mean((np.log(pred) - np.log(gt)) ** 2)),
-            "a1": np.mean(ratio < 1.25), "a2": np.mean(ratio < 1.25 ** 2),
-            "a3": np.mean(ratio < 1.25 ** 3)}
-
-
 def test_joint_scannet_layout_outputs_and_metrics(joint_run, scannet_set):
     run_dir = Path(joint_run["run_dir"])
     assert run_dir.name == "joint"
@@ -137,7 +128,7 @@ def test_joint_scannet_layout_outputs_and_metrics(joint_run, scannet_set):
             assert gt.shape == NATIVE_HW
             up = cv2.resize(pred, NATIVE_HW[::-1], interpolation=cv2.INTER_LINEAR)
             mask = (gt >= 0.1) & (gt <= 10.0)
-            hand[kind, i] = _hand_metrics(gt[mask], up[mask].astype(np.float64))
+            hand[kind, i] = hand_metrics(gt[mask], up[mask].astype(np.float64))
     for name, value in hand["refined_depth", 3].items():       # one frame, every metric
         assert float(rows["refined_depth", "3"][name]) == pytest.approx(value, rel=1e-5,
                                                                          abs=1e-7), name
