@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -196,3 +197,23 @@ def test_training_lowers_the_loss_and_beats_the_untrained_model(tmp_path):
     assert fit[1] < 0.85 * fit[0]
     assert abs_rel["trained"]["init_depth"] < 0.75 * abs_rel["untrained"]["init_depth"]
     assert abs_rel["trained"]["refined_depth"] < 0.85 * abs_rel["untrained"]["refined_depth"]
+
+
+def test_warmup_multistep_schedule_matches_the_official_formula():
+    from utils.lr_schedule import parse_lrepochs, warmup_multistep_factor
+
+    assert parse_lrepochs("2,4,6,8:2") == ([2, 4, 6, 8], 0.5)
+    with pytest.raises(ValueError, match="lrepochs"):
+        parse_lrepochs("2,4,6")
+    factor = warmup_multistep_factor([1000, 2000], 0.5, 1 / 3, 500)
+    assert factor(0) == pytest.approx(1 / 3)
+    assert factor(250) == pytest.approx(1 / 3 * 0.5 + 0.5)  # halfway through the warm-up
+    assert factor(500) == factor(999) == 1.0
+    assert factor(1000) == 0.5 and factor(2500) == 0.25
+
+
+def test_bf16_mixed_precision_step_on_cpu(tiny_set, tmp_path):
+    summary = train_hybrid.main(_args(tiny_set, tmp_path / "amp", "--amp", "bf16",
+                                      "--max_iters", "1", "--epochs", "1"))
+    assert summary["global_step"] == 1
+    assert np.isfinite(summary["loss_first_tenth"])
