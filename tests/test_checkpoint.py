@@ -113,3 +113,7 @@ def test_latest_checkpoint_orders_by_number(tmp_path):
     for name in ("model_000002.ckpt", "model_000010.ckpt", "model_000009.ckpt"):
         (tmp_path / name).write_bytes(b"")
     assert ckpt_io.latest_checkpoint(str(tmp_path)).endswith("model_000010.ckpt")
+    (tmp_path / "model_epoch000011_iter00000120.ckpt").write_bytes(b"")
+    assert ckpt_io.latest_checkpoint(str(tmp_path)).endswith("model_epoch000011_iter00000120.ckpt")
+    (tmp_path / "model_000011.ckpt").write_bytes(b"")  # the end of that same epoch
+    assert ckpt_io.latest_checkpoint(str(tmp_path)).endswith("model_000011.ckpt")

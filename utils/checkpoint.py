@@ -82,11 +82,24 @@ def save_checkpoint(path: str, model: torch.nn.Module, optimizer=None, epoch: in
 
 
 def latest_checkpoint(logdir: str) -> str | None:
-    """The newest ``model_*.ckpt`` in ``logdir`` by its number (None when there is none)."""
-    def number(path):
-        return tuple(int(x) for x in re.findall(r"\d+", os.path.basename(path)))
+    """The furthest-trained ``model_*.ckpt`` in ``logdir`` (None when there is none).
+
+    Names are the official ones: ``model_{E}.ckpt`` at the end of epoch E, and
+    ``model_epoch{E}_iter{S}.ckpt`` after S iterations in epoch E, so the end of epoch E
+    comes after every iteration checkpoint of that epoch.
+    """
+    def position(path):
+        name = os.path.basename(path)
+        mid_epoch = re.fullmatch(r"model_epoch(\d+)_iter(\d+)\.ckpt", name)
+        if mid_epoch:
+            return int(mid_epoch.group(1)), int(mid_epoch.group(2))
+        end = re.fullmatch(r"model_(\d+)\.ckpt", name)
+        if end:
+            return int(end.group(1)) + 1, 0
+        raise CheckpointError(f"{path}: not a checkpoint name this project writes "
+                              "(model_<epoch>.ckpt or model_epoch<E>_iter<S>.ckpt)")
     paths = glob.glob(os.path.join(logdir, "model_*.ckpt"))
-    return max(paths, key=number) if paths else None
+    return max(paths, key=position) if paths else None
 
 
 def _listing(what: str, keys: list, limit: int = 20) -> str:
