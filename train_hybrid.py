@@ -120,8 +120,9 @@ class Trainer:
                              f"{args.batch_size} per process")
 
         self.model = build_model(args, env)
-        self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad],
-                                          lr=args.lr, betas=(0.9, 0.999), weight_decay=args.wd)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.trainable, lr=args.lr, betas=(0.9, 0.999),
+                                          weight_decay=args.wd)
         self.scheduler = build_scheduler(self.optimizer, self.iters_per_epoch, args.lrepochs,
                                          args.warmup_factor, args.warmup_iters)
         self.amp_dtype = amp_dtype(args)
@@ -289,8 +290,7 @@ class Trainer:
         else:
             self.scaler.scale(losses["loss"]).backward()
             self.scaler.unscale_(self.optimizer)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        torch.nn.utils.clip_grad_norm_(params, clip, norm_type=2)
+        torch.nn.utils.clip_grad_norm_(self.trainable, clip, norm_type=2)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return dist_utils.mean_over_ranks(losses, self.env), outputs
