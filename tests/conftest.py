@@ -14,12 +14,37 @@ if str(ROOT) not in sys.path:
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+# CI sets this: there a missing shared file fails the run instead of skipping the parity
+# and real-data tests, so a green CI always means they ran.
+REQUIRE_SHARED = os.environ.get("ESTDEPTH_REQUIRE_SHARED", "") not in ("", "0")
+
+
+def shared_base() -> Path:
+    """``$ESTDEPTH_SHARED``, or the ``shared`` folder beside the project."""
+    return Path(os.environ.get("ESTDEPTH_SHARED", ROOT.parent / "shared"))
+
+
+def missing_shared(path: Path) -> None:
+    """Skip the test for a user without ``../shared``; fail it under ESTDEPTH_REQUIRE_SHARED."""
+    message = f"{path} not found: the shared reference data (../shared) is absent"
+    if REQUIRE_SHARED:
+        pytest.fail(message + " and ESTDEPTH_REQUIRE_SHARED is set (as in CI)", pytrace=False)
+    pytest.skip(message)
+
+
+def shared_available(path: Path) -> bool:
+    """Whether ``path`` exists, for tests that run either way; False fails under REQUIRE_SHARED."""
+    if REQUIRE_SHARED and not path.exists():
+        pytest.fail(f"{path} not found and ESTDEPTH_REQUIRE_SHARED is set (as in CI)",
+                    pytrace=False)
+    return path.exists()
+
+
 def shared_path(*parts: str) -> Path:
-    """A path under ``../shared`` (or ``$ESTDEPTH_SHARED``); skips the test when absent."""
-    base = Path(os.environ.get("ESTDEPTH_SHARED", ROOT.parent / "shared"))
-    path = base.joinpath(*parts)
+    """A path under :func:`shared_base`; skips (or fails, see REQUIRE_SHARED) when absent."""
+    path = shared_base().joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"{path} not found: the shared reference data (../shared) is absent")
+        missing_shared(path)
     return path
 
 

@@ -5,6 +5,7 @@ import json
 import cv2
 
 import demo
+from tests.conftest import shared_available
 
 
 def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
@@ -20,7 +21,7 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
             assert 0 < metrics["refined_depth"]["abs_rel"] < 5
     # the real 7-Scenes sample is evaluated too whenever ../shared has it
     assert any(key.startswith("7scenes/") for key in results["results"]) == \
-        demo.SHARED_SAMPLE.is_dir()
+        shared_available(demo.SHARED_SAMPLE)
     picture = cv2.imread(str(out / "demo.png"))
     assert picture is not None and picture.shape[0] > 3 * 128 and picture.shape[1] > 5 * 128
     assert list((out / "train").glob("events.out.tfevents.*"))
