@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -65,24 +66,50 @@ def test_batch2_ndepths32_train_mode_gives_finite_loss_and_gradients(small_model
 def test_batch2_ndepths32_val_mode_with_memory(small_model):
     model = small_model.eval()
     imgs, poses, intr, _ = _window(batch=2, frames=5)
-    memory = MemoryBuffer(size=2)
+    poses[1, :, 1, 3] = 0.03 * torch.arange(5)  # the two sequences move differently
+    memories = [MemoryBuffer(size=2) for _ in range(3)]  # the batch, sample 0, sample 1
     for start in (0, 1, 2):
         window = slice(start, start + 3)
         outputs, costs, cam_poses = model(imgs[:, window], poses[:, window], intr, None,
-                                          *memory.as_inputs(), mode="val")
+                                          *memories[0].as_inputs(), mode="val")
         assert outputs[("depth", 0, 0)].shape == (2, 1, H, W)
         assert costs["keys"][0].shape == costs["values"][0].shape == (2, 16, 32, H // 4, W // 4)
         assert cam_poses[0].shape == (2, 4, 4)
-        memory.push(costs, cam_poses)
-    assert len(memory) == 2
+        memories[0].push(costs, cam_poses)
+        # In eval mode the samples of a batch are independent: each equals a batch-1 run.
+        for b in (0, 1):
+            one = slice(b, b + 1)
+            single, costs1, poses1 = model(imgs[one, window], poses[one, window], intr[one],
+                                           None, *memories[1 + b].as_inputs(), mode="val")
+            memories[1 + b].push(costs1, poses1)
+            for key, value in single.items():
+                torch.testing.assert_close(outputs[key][one], value, rtol=1e-4, atol=1e-4,
+                                           msg=f"window {start}, sample {b}, {key}")
+            torch.testing.assert_close(costs["values"][0][one], costs1["values"][0],
+                                       rtol=1e-4, atol=1e-5)
+    assert len(memories[0]) == 2
 
 
 @torch.no_grad()
 def test_test_mode_returns_the_official_metrics(small_model):
     imgs, poses, intr, sample = _window(frames=3)
-    _, metrics = small_model.eval()(imgs, poses, intr, sample, mode="test")
+    sample["dmaps"][:, 1, :, :8] = 0.0  # invalid rows the metrics must leave out
+    sample["dmasks"][:, 1, :, :8] = False
+    outputs, metrics = small_model.eval()(imgs, poses, intr, sample, mode="test")
     names = ("a1", "a2", "a3", "abs_diff", "abs_rel", "sq_rel", "rmse", "rmse_log")
     assert set(metrics) == {f"{n}_{s}" for n in names for s in (0, 2)}
+    mask = sample["dmasks"][0, 1, 0].numpy()
+    gt = sample["dmaps"][0, 1, 0].double().numpy()[mask]
+    for s in (0, 2):  # one target: the metrics are those of frame 1, by hand
+        pred = outputs[("depth", 0, s)][0, 0].double().numpy()[mask]
+        ratio = np.maximum(gt / pred, pred / gt)
+        hand = {"abs_rel": np.mean(np.abs(pred - gt) / gt), "abs_diff": np.mean(np.abs(pred - gt)),
+                "sq_rel": np.mean((pred - gt) ** 2 / gt), "rmse": np.sqrt(np.mean((pred - gt) ** 2)),
+                "rmse_log": np.sqrt(np.mean((np.log(pred) - np.log(gt)) ** 2)),
+                "a1": np.mean(ratio < 1.25), "a2": np.mean(ratio < 1.25 ** 2),
+                "a3": np.mean(ratio < 1.25 ** 3)}
+        for name, value in hand.items():
+            assert float(metrics[f"{name}_{s}"]) == pytest.approx(value, rel=1e-6), (name, s)
 
 
 @torch.no_grad()

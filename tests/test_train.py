@@ -212,6 +212,25 @@ def test_warmup_multistep_schedule_matches_the_official_formula():
     assert factor(1000) == 0.5 and factor(2500) == 0.25
 
 
+def test_scheduler_converts_lrepochs_to_iteration_milestones():
+    """Epoch milestones become ``iters_per_epoch * epoch`` iterations, after the warm-up."""
+    from utils.lr_schedule import build_scheduler
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = build_scheduler(optimizer, iters_per_epoch=7, lrepochs="2,3:4",
+                                warmup_factor=0.5, warmup_iters=4)
+    lrs = []
+    for _ in range(30):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.5) and lrs[2] == pytest.approx(0.75)
+    assert lrs[4] == lrs[13] == 1.0            # warm-up over, epoch 1 still at the base lr
+    assert lrs[14] == lrs[20] == 0.25          # epoch 2 starts at iteration 14
+    assert lrs[21] == lrs[29] == 0.0625        # epoch 3 at iteration 21
+
+
 def test_bf16_mixed_precision_step_on_cpu(tiny_set, tmp_path):
     summary = train_hybrid.main(_args(tiny_set, tmp_path / "amp", "--amp", "bf16",
                                       "--max_iters", "1", "--epochs", "1"))
