@@ -31,7 +31,7 @@ from datasets.synthetic import generate
 from datasets.windows import joint_windows
 from models import DepthNetHybrid
 from utils import metrics as metrics_mod
-from utils.checkpoint import save_checkpoint
+from utils.checkpoint import latest_checkpoint, save_checkpoint
 from utils.config import load_config
 from utils.distributed import resolve_device
 from utils.evaluation import DEPTH_KINDS, frame_stem
@@ -94,7 +94,7 @@ def train(args, plan: dict, data: Path) -> Path:
         if summary["global_step"] >= plan["steps"]:
             log.info("training already done (%d steps) in %s", summary["global_step"], logdir)
             return Path(summary["last_checkpoint"])
-    resume = any(logdir.glob("model_*.ckpt"))
+    resume = latest_checkpoint(str(logdir)) is not None
     argv = model_argv(args) + [
         "--dataset", "synthetic", "--datapath", str(data), "--logdir", str(logdir),
         "--seq_len", "3", "--batch_size", "1", "--lr", str(args.lr), "--lrepochs",
