@@ -15,6 +15,7 @@ Everything lands in --out (default ./demo_output); re-running resumes where it s
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -134,18 +135,44 @@ def evaluate(args, checkpoint: Path, tag: str, dataset: str, datapath: Path) -> 
 
 
 def results_table(results: dict) -> str:
-    """One line per (data, mode, model): the paper's main metrics, init and refined."""
-    head = f"{'data':<10}{'mode':<7}{'model':<11}" + "".join(
-        f"{kind.split('_')[0] + ' ' + name:>17}" for kind in DEPTH_KINDS
-        for name in SHOWN)
-    lines = [head, "-" * len(head)]
+    """One line per (data, mode, model): the paper's main metrics, init and refined.
+
+    The README shows this table as a run printed it (tests/test_demo.py compares them).
+    """
+    names = "".join(f"{name:>9}" for name in SHOWN)
+    blocks = [kind.split("_")[0] for kind in DEPTH_KINDS]
+    head = f"{'data':<10}{'mode':<7}{'model':<10}" + f" | {names}" * len(blocks)
+    lines = [(" " * 27 + "".join(f" | {block:<{len(names)}}" for block in blocks)).rstrip(),
+             head, "-" * len(head)]
     for (dataset, tag), by_mode in results.items():
         for mode, res in by_mode.items():
             cells = ""
             for kind in DEPTH_KINDS:
                 overall = res["overall"].get(kind, {}).get("mean_over_frames", {})
-                cells += "".join(f"{overall.get(n, float('nan')):>17.3f}" for n in SHOWN)
-            lines.append(f"{dataset:<10}{mode:<7}{tag:<11}{cells}")
+                cells += " | " + "".join(f"{overall.get(n, float('nan')):>9.3f}" for n in SHOWN)
+            lines.append(f"{dataset:<10}{mode:<7}{tag:<10}{cells}")
+    return "\n".join(lines)
+
+
+def improvement_lines(results: dict) -> str:
+    """Per data set and depth: the range over modes of AbsRel's drop, untrained -> trained."""
+    lines = []
+    for dataset in dict.fromkeys(d for d, _ in results):
+        if (dataset, "trained") not in results or (dataset, "untrained") not in results:
+            continue
+        parts = []
+        for kind in DEPTH_KINDS:
+            drops = []
+            for mode in MODES:
+                # from the values as the table shows them, so the two always agree
+                before, after = (round(results[dataset, tag][mode]["overall"][kind]
+                                       ["mean_over_frames"]["abs_rel"], 3)
+                                 for tag in ("untrained", "trained"))
+                drops.append(round(100 * (before - after) / before))
+            low, high = min(drops), max(drops)
+            parts.append(f"{kind.split('_')[0]} {low}%" if low == high
+                         else f"{kind.split('_')[0]} {low}-{high}%")
+        lines.append(f"AbsRel drop, untrained -> trained, {dataset}: " + ", ".join(parts))
     return "\n".join(lines)
 
 
@@ -225,6 +252,7 @@ def main(argv=None) -> dict:
     print("\nMetrics on held-out data (mean over frames; init = scale-2 depth after EST "
           "fusion, refined = full resolution):")
     print(table)
+    print(improvement_lines(results))
     print(f"\nPicture: {picture_path}\nTensorboard: tensorboard --logdir "
           f"{Path(args.out) / 'train'}\nTook {timings['total_s'] / 60:.1f} min "
           f"(data {timings['data_s']:.0f} s, training {timings['train_s']:.0f} s, "
@@ -232,5 +260,18 @@ def main(argv=None) -> dict:
     return summary
 
 
+def cli(argv=None) -> None:
+    """The command line: Ctrl-C ends with what to do next, not a traceback."""
+    again = "run the same command again to resume where it stopped"
+    try:
+        main(argv)
+    except train_hybrid.TrainingInterrupted as stop:
+        print(f"{stop}\nThe demo: {again}.", file=sys.stderr)
+        sys.exit(128 + stop.signum)
+    except KeyboardInterrupt:
+        print(f"interrupted; {again}.", file=sys.stderr)
+        sys.exit(130)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -477,9 +477,15 @@ def main(argv=None) -> dict:
         dist_utils.cleanup()
 
 
-if __name__ == "__main__":
+def cli(argv=None) -> None:
+    """The command line: an interruption ends with its message and exit status 128 + signal
+    (130 for Ctrl-C), not a traceback."""
     try:
-        main()
+        main(argv)
     except TrainingInterrupted as stop:
         print(stop, file=sys.stderr)
         sys.exit(128 + stop.signum)
+
+
+if __name__ == "__main__":
+    cli()
