@@ -168,7 +168,10 @@ def improvement_lines(results: dict) -> str:
                 before, after = (round(results[dataset, tag][mode]["overall"][kind]
                                        ["mean_over_frames"]["abs_rel"], 3)
                                  for tag in ("untrained", "trained"))
-                drops.append(round(100 * (before - after) / before))
+                if before > 0:
+                    drops.append(round(100 * (before - after) / before))
+            if not drops:
+                continue
             low, high = min(drops), max(drops)
             parts.append(f"{kind.split('_')[0]} {low}%" if low == high
                          else f"{kind.split('_')[0]} {low}-{high}%")

@@ -171,8 +171,13 @@ def test_a_locked_output_folder_is_refused_naming_the_other_run(seven_set, ckpt,
         with pytest.raises(RuntimeError, match="in use by another run.*4242.*other.ckpt"):
             eval_hybrid_seq.main(_estm(seven_set, ckpt, tmp_path))
     assert not any(run_dir.rglob(evaluation.MARKER))
-    # released: the same command runs, and leaves no lock file behind
-    eval_hybrid_seq.main(_estm(seven_set, ckpt, tmp_path, "--metrics", "False"))
+    # released, the folder can be taken; the lock file names the holder while held and
+    # goes when released
+    with io_utils.folder_lock(str(run_dir), "mine"):
+        assert json.loads((run_dir / io_utils.LOCK_FILE).read_text())["pid"] == os.getpid()
+        with pytest.raises(io_utils.FolderLockedError, match="mine"):
+            with io_utils.folder_lock(str(run_dir)):
+                pass
     assert not (run_dir / io_utils.LOCK_FILE).exists()
 
 
@@ -256,23 +261,7 @@ def test_checkpoints_with_non_finite_weights_are_refused(tmp_path):
                                                resnet=18), str(path))
 
 
-# ---------------------------------- 7, 15, 19. resume, tensorboard flush, interruption
-class Killed(BaseException):
-    """Stands for a kill: not an Exception, so nothing on the way may swallow it."""
-
-
-def test_tensorboard_scalars_survive_a_killed_run(train_set, tmp_path, monkeypatch):
-    def killed(self, epoch_end):
-        raise Killed
-
-    monkeypatch.setattr(train_hybrid.Trainer, "save", killed)
-    with pytest.raises(Killed):
-        train_hybrid.main(TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path),
-                                   "--max_iters", "1", "--summary_freq", "1"])
-    events = list(tmp_path.glob("events.out.tfevents.*"))
-    assert len(events) == 1 and b"train/loss" in events[0].read_bytes()
-
-
+# ---------------------------------- 7, 15, 19. resume, interruption, tensorboard flush
 def test_resume_applies_a_new_lr_and_stops_at_the_final_step(train_set, tmp_path):
     base = TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path), "--epochs", "3"]
     first = train_hybrid.main(base + ["--max_iters", "1"])
@@ -305,13 +294,17 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(train_set, tmp_path, 
         return real(self, batch, clip)
 
     monkeypatch.setattr(train_hybrid.Trainer, "process_batch", preempted)
-    argv = TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path), "--max_iters", "2"]
+    argv = TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path), "--max_iters", "2",
+                    "--summary_freq", "1"]
     with pytest.raises(SystemExit) as stop:
         train_hybrid.cli(argv)
     assert stop.value.code == 128 + signal.SIGTERM
     message = capsys.readouterr().err
     assert "interrupted at step 1" in message and "--resume True" in message
     assert (tmp_path / "model_epoch000000_iter00000001.ckpt").is_file()
+    # the writer was never closed, yet the scalars are on disk (flushed every summary)
+    events = list(tmp_path.glob("events.out.tfevents.*"))
+    assert len(events) == 1 and b"train/loss" in events[0].read_bytes()
     # the handlers are back: a later SIGTERM would end the process as usual
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     monkeypatch.setattr(train_hybrid.Trainer, "process_batch", real)
@@ -441,13 +434,13 @@ def test_temporary_files_of_a_killed_save_are_removed_at_the_next_start(trainer,
 def test_outputs_respect_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
-        assert io_utils.current_umask() == umask
         io_utils.save_json({"a": 1}, str(tmp_path / "a.json"))
         io_utils.save_torch({"a": 1}, str(tmp_path / "a.ckpt"))
+        for name in ("a.json", "a.ckpt"):
+            assert (tmp_path / name).stat().st_mode & 0o777 == mode
+        assert io_utils.current_umask() == umask
     finally:
         os.umask(old)
-    for name in ("a.json", "a.ckpt"):
-        assert (tmp_path / name).stat().st_mode & 0o777 == mode
 
 
 # -------------------------------------------------------------- 13. stray checkpoints
@@ -488,7 +481,8 @@ def test_tensorboard_is_a_pinned_requirement():
 # --------------------------------------------------- 17. model options from checkpoint
 def test_model_options_come_from_the_checkpoint(seven_set, ckpt, tmp_path):
     # no model options: the defaults are the official ResNet-50, 64 planes
-    argv = _estm(seven_set, ckpt, tmp_path, "--metrics", "False", model=[])
+    argv = _estm(seven_set, ckpt, tmp_path, "--metrics", "False", "--datapath",
+                 str(seven_set / "room0000" / "seq-01"), model=[])
     eval_hybrid_seq.main(argv)
     hashed = json.loads((tmp_path / "estm" / evaluation.RUN_FILE).read_text())["hashed"]
     assert (hashed["resnet"], hashed["ndepths"], hashed["depth_max"]) == (18, 8, 10.0)
