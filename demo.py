@@ -15,6 +15,7 @@ Everything lands in --out (default ./demo_output); re-running resumes where it s
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from datasets.synthetic import generate
 from datasets.windows import joint_windows
 from models import DepthNetHybrid
 from utils import metrics as metrics_mod
-from utils.checkpoint import save_checkpoint
+from utils.checkpoint import latest_checkpoint, save_checkpoint
 from utils.config import load_config
 from utils.distributed import resolve_device
 from utils.evaluation import DEPTH_KINDS, frame_stem
@@ -94,7 +95,7 @@ def train(args, plan: dict, data: Path) -> Path:
         if summary["global_step"] >= plan["steps"]:
             log.info("training already done (%d steps) in %s", summary["global_step"], logdir)
             return Path(summary["last_checkpoint"])
-    resume = any(logdir.glob("model_*.ckpt"))
+    resume = latest_checkpoint(str(logdir)) is not None
     argv = model_argv(args) + [
         "--dataset", "synthetic", "--datapath", str(data), "--logdir", str(logdir),
         "--seq_len", "3", "--batch_size", "1", "--lr", str(args.lr), "--lrepochs",
@@ -134,18 +135,47 @@ def evaluate(args, checkpoint: Path, tag: str, dataset: str, datapath: Path) -> 
 
 
 def results_table(results: dict) -> str:
-    """One line per (data, mode, model): the paper's main metrics, init and refined."""
-    head = f"{'data':<10}{'mode':<7}{'model':<11}" + "".join(
-        f"{kind.split('_')[0] + ' ' + name:>17}" for kind in DEPTH_KINDS
-        for name in SHOWN)
-    lines = [head, "-" * len(head)]
+    """One line per (data, mode, model): the paper's main metrics, init and refined.
+
+    The README shows this table as a run printed it (tests/test_demo.py compares them).
+    """
+    names = "".join(f"{name:>9}" for name in SHOWN)
+    blocks = [kind.split("_")[0] for kind in DEPTH_KINDS]
+    head = f"{'data':<10}{'mode':<7}{'model':<10}" + f" | {names}" * len(blocks)
+    lines = [(" " * 27 + "".join(f" | {block:<{len(names)}}" for block in blocks)).rstrip(),
+             head, "-" * len(head)]
     for (dataset, tag), by_mode in results.items():
         for mode, res in by_mode.items():
             cells = ""
             for kind in DEPTH_KINDS:
                 overall = res["overall"].get(kind, {}).get("mean_over_frames", {})
-                cells += "".join(f"{overall.get(n, float('nan')):>17.3f}" for n in SHOWN)
-            lines.append(f"{dataset:<10}{mode:<7}{tag:<11}{cells}")
+                cells += " | " + "".join(f"{overall.get(n, float('nan')):>9.3f}" for n in SHOWN)
+            lines.append(f"{dataset:<10}{mode:<7}{tag:<10}{cells}")
+    return "\n".join(lines)
+
+
+def improvement_lines(results: dict) -> str:
+    """Per data set and depth: the range over modes of AbsRel's drop, untrained -> trained."""
+    lines = []
+    for dataset in dict.fromkeys(d for d, _ in results):
+        if (dataset, "trained") not in results or (dataset, "untrained") not in results:
+            continue
+        parts = []
+        for kind in DEPTH_KINDS:
+            drops = []
+            for mode in MODES:
+                # from the values as the table shows them, so the two always agree
+                before, after = (round(results[dataset, tag][mode]["overall"][kind]
+                                       ["mean_over_frames"]["abs_rel"], 3)
+                                 for tag in ("untrained", "trained"))
+                if before > 0:
+                    drops.append(round(100 * (before - after) / before))
+            if not drops:
+                continue
+            low, high = min(drops), max(drops)
+            parts.append(f"{kind.split('_')[0]} {low}%" if low == high
+                         else f"{kind.split('_')[0]} {low}-{high}%")
+        lines.append(f"AbsRel drop, untrained -> trained, {dataset}: " + ", ".join(parts))
     return "\n".join(lines)
 
 
@@ -225,6 +255,7 @@ def main(argv=None) -> dict:
     print("\nMetrics on held-out data (mean over frames; init = scale-2 depth after EST "
           "fusion, refined = full resolution):")
     print(table)
+    print(improvement_lines(results))
     print(f"\nPicture: {picture_path}\nTensorboard: tensorboard --logdir "
           f"{Path(args.out) / 'train'}\nTook {timings['total_s'] / 60:.1f} min "
           f"(data {timings['data_s']:.0f} s, training {timings['train_s']:.0f} s, "
@@ -232,5 +263,18 @@ def main(argv=None) -> dict:
     return summary
 
 
+def cli(argv=None) -> None:
+    """The command line: Ctrl-C ends with what to do next, not a traceback."""
+    again = "run the same command again to resume where it stopped"
+    try:
+        main(argv)
+    except train_hybrid.TrainingInterrupted as stop:
+        print(f"{stop}\nThe demo: {again}.", file=sys.stderr)
+        sys.exit(128 + stop.signum)
+    except KeyboardInterrupt:
+        print(f"interrupted; {again}.", file=sys.stderr)
+        sys.exit(130)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

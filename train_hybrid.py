@@ -5,10 +5,14 @@ Several GPUs:     torchrun --nproc_per_node=4 train_hybrid.py --sync_bn True ...
 See `python train_hybrid.py --help` and configs/default.yaml for every option.
 """
 
+import contextlib
 import json
 import logging
 import os
 import random
+import signal
+import sys
+import threading
 import time
 
 import numpy as np
@@ -23,6 +27,7 @@ from models import DepthNetHybrid
 from utils import checkpoint as ckpt_io
 from utils import distributed as dist_utils
 from utils.config import load_config, save_config
+from utils.io import remove_stale_temps
 from utils.logs import setup_logging
 from utils.lr_schedule import build_scheduler
 from utils.visualization import colorize_depth, colorize_prob, image_to_uint8
@@ -34,6 +39,18 @@ AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf: training stops instead of corrupting the weights."""
+
+
+class NonFiniteStateError(RuntimeError):
+    """A parameter or buffer became NaN/inf: the checkpoint is not written."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT/SIGTERM: a checkpoint of the current step was written; re-run to resume."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
 
 
 def check_args(args) -> None:
@@ -113,7 +130,7 @@ class Trainer:
         self.sampler = dist_utils.ResumableSampler(self.dataset, args.batch_size, env, args.seed)
         self.loader = DataLoader(self.dataset, args.batch_size, sampler=self.sampler,
                                  num_workers=args.num_workers, drop_last=True,
-                                 pin_memory=args.pin_m)
+                                 pin_memory=args.pin_m, worker_init_fn=_ignore_stop_signals)
         self.iters_per_epoch = self.sampler.num_samples // args.batch_size
         if self.iters_per_epoch == 0:
             raise ValueError(f"{len(self.dataset)} training windows make no batch of "
@@ -137,6 +154,8 @@ class Trainer:
         self.writer = None
         if env.is_main:
             os.makedirs(args.logdir, exist_ok=True)
+            for path in remove_stale_temps(args.logdir):
+                log.info("removed %s, left by a killed checkpoint write", path)
             save_config(args, os.path.join(args.logdir, "config.yaml"))
             self.writer = SummaryWriter(args.logdir, purge_step=self.step or None)
         log.info("%d training windows, %d iterations per epoch per process, world size %d",
@@ -148,7 +167,9 @@ class Trainer:
         if args.resume:
             path = ckpt_io.latest_checkpoint(args.logdir)
             if path is None:
-                raise FileNotFoundError(f"--resume: no model_*.ckpt in {args.logdir}")
+                raise FileNotFoundError(f"--resume: no checkpoint of this project's names "
+                                        f"(model_<epoch>.ckpt, model_epoch<E>_iter<S>.ckpt) "
+                                        f"in {args.logdir}")
             self._restore(path)
         elif args.loadckpt:
             prefixes = ckpt_io.FEATURE_NET_PREFIXES if args.restore_part else None
@@ -175,9 +196,28 @@ class Trainer:
             self.scheduler.step()
         if self.batches_done >= self.iters_per_epoch:
             self.epoch, self.batches_done = self.epoch + 1, 0
+        self._apply_optimizer_options(ckpt.get("config") or {})
         self.last_checkpoint = path
         log.info("resumed from %s at epoch %d, batch %d (step %d)", path, self.epoch,
                  self.batches_done, self.step)
+
+    def _apply_optimizer_options(self, trained: dict) -> None:
+        """Run a resumed training with this run's --lr and --wd, not the checkpoint's.
+
+        The optimizer and scheduler states carry the values they were created with; the
+        schedule's position is kept and only its base value changes, so the recorded
+        config.yaml says what runs from here on.
+        """
+        args, scheduler = self.args, self.scheduler
+        for key in ("lr", "wd"):
+            if key in trained and float(trained[key]) != float(getattr(args, key)):
+                log.info("resuming with --%s %g (the checkpoint was trained with %g)", key,
+                         getattr(args, key), float(trained[key]))
+        factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
+        scheduler.base_lrs = [args.lr for _ in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group.update(initial_lr=args.lr, lr=args.lr * factor, weight_decay=args.wd)
+        scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def _wrap(self, model):
         args, env = self.args, self.env
@@ -214,10 +254,16 @@ class Trainer:
 
     # ---------------------------------------------------------------- training
     def train(self) -> dict:
+        """Run to --epochs (or --max_iters); SIGINT/SIGTERM save a checkpoint and stop.
+
+        Raises:
+            TrainingInterrupted: after the checkpoint of the interrupted step is written.
+        """
         start, args = time.time(), self.args
-        stopped = False
-        while self.epoch < args.epochs and not stopped:
-            stopped = self.run_epoch()
+        stopped = bool(args.max_iters) and self.step >= args.max_iters  # resumed at the end
+        with self._catch_signals():
+            while self.epoch < args.epochs and not stopped:
+                stopped = self.run_epoch()
         in_sync = dist_utils.replicas_in_sync(self.model, self.env)
         if not in_sync:
             raise RuntimeError("model replicas diverged across ranks")
@@ -233,6 +279,35 @@ class Trainer:
             save_json(summary, os.path.join(args.logdir, "train_summary.json"))
             self.writer.close()
         return summary
+
+    @contextlib.contextmanager
+    def _catch_signals(self):
+        """Turn SIGINT/SIGTERM (Ctrl-C, cluster pre-emption) into a stop after this step.
+
+        A second signal is not caught: it ends the process at once.
+        """
+        self.signal_received = None
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+
+        def note(signum, frame):
+            self.signal_received = signum
+            for sig in previous:
+                signal.signal(sig, previous[sig])
+            log.warning("%s received: stopping after this step (again to abort at once)",
+                        signal.Signals(signum).name)
+
+        previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stop_requested(self) -> bool:
+        """Whether a signal reached any rank (all ranks stop at the same step)."""
+        return not dist_utils.all_true(self.signal_received is None, self.env)
 
     def run_epoch(self) -> bool:
         """Train the rest of ``self.epoch``; returns True when --max_iters stopped it."""
@@ -259,6 +334,14 @@ class Trainer:
                     self.log_images(batch, outputs)
             if args.log_samples:
                 self.record_samples(batch)
+            if self._stop_requested():
+                self.save(epoch_end=False)
+                bar.close()
+                name = signal.Signals(self.signal_received or signal.SIGTERM).name
+                raise TrainingInterrupted(
+                    f"{name}: interrupted at step {self.step}; checkpoint "
+                    f"{self.last_checkpoint}; re-run with --resume True to continue",
+                    self.signal_received or signal.SIGTERM)
             if args.max_iters and self.step >= args.max_iters:
                 self.save(epoch_end=False)
                 bar.close()
@@ -316,6 +399,7 @@ class Trainer:
         self.writer.add_scalar("time/step_s", step_time, self.step)
         self.writer.add_scalar("time/data_s", data_time, self.step)
         self.writer.add_scalar("time/samples_per_s", samples_per_s, self.step)
+        self.writer.flush()  # a killed run keeps its curves
 
     def log_images(self, batch: dict, outputs: dict) -> None:
         if not self.env.is_main:
@@ -329,6 +413,7 @@ class Trainer:
                 add(f"train/depth_s{s}_img{t}", colorize_depth(outputs[("depth", t, s)][0]))
             add(f"train/init_prob_img{t}", colorize_prob(outputs[("init_prob", t)][0]))
             add(f"train/fused_prob_img{t}", colorize_prob(outputs[("fused_prob", t)][0]))
+        self.writer.flush()
 
     def record_samples(self, batch: dict) -> None:
         """Append which windows each rank trained on at this step (logdir/samples.jsonl)."""
@@ -345,6 +430,7 @@ class Trainer:
         name = (f"model_{self.epoch:06d}.ckpt" if epoch_end
                 else f"model_epoch{self.epoch:06d}_iter{self.step:08d}.ckpt")
         path = os.path.join(self.args.logdir, name)
+        self._check_finite_state(path)
         ckpt_io.save_checkpoint(path, self.model, self.optimizer, epoch=self.epoch,
                                 batches_done=self.batches_done, global_step=self.step,
                                 scheduler=self.scheduler.state_dict(),
@@ -352,6 +438,26 @@ class Trainer:
                                 config=vars(self.args))
         self.last_checkpoint = path
         log.info("saved %s", path)
+
+
+    def _check_finite_state(self, path: str) -> None:
+        """Refuse to save non-finite weights or statistics (the loss can stay finite while
+        batch-norm statistics overflow, and such a checkpoint predicts nonsense)."""
+        named = [*self.model.named_parameters(), *self.model.named_buffers()]
+        bad = [name for name, t in named
+               if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise NonFiniteStateError(
+                f"at step {self.step} (epoch {self.epoch}) {len(bad)} tensor(s) hold non-finite "
+                f"values, e.g. {bad[0]}; {path} was not written (last good checkpoint: "
+                f"{self.last_checkpoint or 'none written yet'}). Lower --lr.")
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Data-loading workers leave Ctrl-C/SIGTERM to the trainer, which stops cleanly after
+    the current step (a worker ended by the signal would instead abort the run)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _frame_paths(batch: dict) -> list:
@@ -371,5 +477,15 @@ def main(argv=None) -> dict:
         dist_utils.cleanup()
 
 
+def cli(argv=None) -> None:
+    """The command line: an interruption ends with its message and exit status 128 + signal
+    (130 for Ctrl-C), not a traceback."""
+    try:
+        main(argv)
+    except TrainingInterrupted as stop:
+        print(stop, file=sys.stderr)
+        sys.exit(128 + stop.signum)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -47,13 +47,34 @@ def _resize(image: np.ndarray, size: Optional[Sequence[int]], interpolation: int
     return cv2.resize(image, (width, height), interpolation=interpolation)
 
 
-def image_size(path: Path | str, what: str = "image") -> Tuple[int, int]:
-    """``(height, width)`` of an image file; ``what`` names it in errors."""
-    path = Path(path)
+# How complete files of a format end (after any trailing padding): a truncated file lacks
+# it, and libjpeg decodes a truncated JPEG with grey filler, printing only a warning.
+_FORMAT_ENDS = {b"\xff\xd8\xff": ("JPEG", b"\xff\xd9"),
+                b"\x89PNG\r\n\x1a\n": ("PNG", b"IEND\xaeB`\x82")}
+
+
+def _read_image(path: Path, what: str) -> np.ndarray:
+    """Decode an image file with OpenCV (unchanged depth and channels).
+
+    Raises:
+        DataError: missing, truncated (a JPEG or PNG without its end marker) or undecodable.
+    """
     _check_exists(path, what)
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    data = path.read_bytes()
+    for magic, (kind, end) in _FORMAT_ENDS.items():
+        if data.startswith(magic) and not data.rstrip(b"\x00\r\n ").endswith(end):
+            raise DataError(f"{what} {path} is truncated: the {kind} data stops after "
+                            f"{len(data)} bytes without its end marker (an interrupted copy "
+                            f"or download?)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise DataError(f"cannot decode {what} {path} (corrupt or unsupported format)")
+    return image
+
+
+def image_size(path: Path | str, what: str = "image") -> Tuple[int, int]:
+    """``(height, width)`` of an image file; ``what`` names it in errors."""
+    image = _read_image(Path(path), what)
     return image.shape[0], image.shape[1]
 
 
@@ -69,10 +90,7 @@ def read_color(path: Path | str, size: Optional[Sequence[int]] = None,
         rgb_hw3: ``uint8 [H, W, 3]``.
     """
     path = Path(path)
-    _check_exists(path, "colour image")
-    bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if bgr is None:
-        raise DataError(f"cannot decode colour image {path} (corrupt or unsupported format)")
+    bgr = _read_image(path, "colour image")
     if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
         channels = 1 if bgr.ndim == 2 else bgr.shape[2]
         raise DataError(f"colour image {path} must be 8-bit with 3 channels, "
@@ -99,10 +117,7 @@ def read_depth(path: Path | str, size: Optional[Sequence[int]] = None,
         depth_hw: ``float32 [H, W]`` metres, 0 where unknown.
     """
     path = Path(path)
-    _check_exists(path, "depth map")
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise DataError(f"cannot decode depth map {path} (corrupt or unsupported format)")
+    raw = _read_image(path, "depth map")
     if raw.ndim != 2 or raw.dtype != np.uint16:
         raise DataError(f"depth map {path} must be single-channel uint16 millimetres, "
                         f"got shape {raw.shape} of {raw.dtype}")
@@ -129,13 +144,22 @@ def _load_matrix(path: Path, what: str) -> np.ndarray:
         raise DataError(f"cannot parse {what} {path}: {err}") from None
 
 
+# A rotation must satisfy |R^T R - I| and |det R - 1| below this: the real 7-Scenes poses
+# (KinectFusion) are off by up to 2.2e-4, a scaled or sheared matrix by far more.
+ROTATION_TOLERANCE = 1e-2
+# Translations beyond this (m) are not a camera in a room; they lose all float32 precision
+# (the model's) and overflow it from ~3.4e38 m.
+MAX_TRANSLATION = 1e6
+
+
 def read_pose(path: Path | str) -> np.ndarray:
     """Read a whitespace-separated 4x4 camera-to-world matrix (``world_T_cam``).
 
     Raises:
         NonFinitePoseError: the matrix holds inf or nan.
-        DataError: missing file, unparsable text, wrong shape or a bottom row that is not
-            ``0 0 0 1``.
+        DataError: missing file, unparsable text, wrong shape, a bottom row that is not
+            ``0 0 0 1``, a rotation that is not orthonormal with determinant 1 (within
+            :data:`ROTATION_TOLERANCE`) or a translation beyond :data:`MAX_TRANSLATION`.
     Returns:
         world_T_cam_44: ``float64 [4, 4]``.
     """
@@ -147,6 +171,17 @@ def read_pose(path: Path | str) -> np.ndarray:
         raise NonFinitePoseError(f"pose file {path} holds non-finite values")
     if not np.allclose(pose[3], [0.0, 0.0, 0.0, 1.0], atol=1e-6):
         raise DataError(f"pose file {path} is not a rigid transform: bottom row {pose[3]}")
+    R = pose[:3, :3]
+    off_orthonormal = float(np.abs(R.T @ R - np.eye(3)).max())
+    det = float(np.linalg.det(R))
+    if off_orthonormal > ROTATION_TOLERANCE or abs(det - 1.0) > ROTATION_TOLERANCE:
+        raise DataError(f"pose file {path} is not a rigid transform: its rotation has "
+                        f"|R^T R - I| = {off_orthonormal:.3g} and det {det:.4g} (need "
+                        f"orthonormal with det 1, within {ROTATION_TOLERANCE})")
+    if np.abs(pose[:3, 3]).max() > MAX_TRANSLATION:
+        raise DataError(f"pose file {path} has a translation of {pose[:3, 3]} m: beyond "
+                        f"{MAX_TRANSLATION:g} m it is not a usable camera position (centre "
+                        f"the coordinates)")
     return pose
 
 
@@ -183,10 +218,16 @@ def listed_dirs(root: Path | str, split_file: Path | str) -> list[Path]:
     """``root/entry`` for every entry of a split file; every one must be a folder.
 
     Raises:
-        DataError: naming the split file and the entries that are absent under ``root``.
+        DataError: naming the split file and the entries that are absent under ``root``,
+            or that do not name a folder below it (``.``, ``..``, absolute paths).
     """
     root = Path(root)
     entries = read_split_file(split_file)
+    outside = [e for e in entries
+               if Path(e).is_absolute() or not Path(e).parts or ".." in Path(e).parts]
+    if outside:
+        raise DataError(f"split file {split_file} lists {outside[0]!r}: entries must name a "
+                        f"folder below the data root {root}")
     missing = [entry for entry in entries if not (root / entry).is_dir()]
     if missing:
         shown = ", ".join(missing[:5])

@@ -708,6 +708,8 @@ def generate(out: Path | str, layout: str = "scannet", scenes: int = 10, frames:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    from utils.config import str2bool
+
     parser = argparse.ArgumentParser(
         prog="python -m datasets.synthetic",
         description="Render synthetic posed RGB-D videos of textured rooms in the ScanNet or "
@@ -725,9 +727,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="scenes held out for testing (ScanNet layout)")
     parser.add_argument("--workers", type=int, default=None,
                         help="parallel processes (default: one per CPU)")
-    parser.add_argument("--jpeg-quality", type=int, default=95,
-                        help="JPEG quality of ScanNet-layout colour images")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing scene folders")
+    parser.add_argument("--jpeg-quality", "--jpeg_quality", dest="jpeg_quality", type=int,
+                        default=95, help="JPEG quality of ScanNet-layout colour images")
+    # True/False values as every other entry point takes them; a bare --overwrite still works
+    parser.add_argument("--overwrite", type=str2bool, nargs="?", const=True, default=False,
+                        metavar="BOOL", help="replace existing scene folders")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     generate(args.out, args.layout, args.scenes, args.frames, args.height, args.width, args.seed,

@@ -1,6 +1,7 @@
 """Checkpoint I/O in the official format ``{"epoch", "model", "optimizer", ...}``."""
 
 import glob
+import logging
 import os
 import re
 
@@ -10,6 +11,7 @@ from utils.io import save_torch
 
 # The official --restore_part loads only the two feature extractors.
 FEATURE_NET_PREFIXES = ("matchingFeature.", "semanticFeature.")
+log = logging.getLogger("checkpoint")
 
 
 class CheckpointError(RuntimeError):
@@ -62,6 +64,11 @@ def load_model_state(model: torch.nn.Module, state: dict, source: str = "checkpo
             f"{source} does not fit the model:\n" + _listing("missing", missing)
             + _listing("unexpected", unexpected) + _listing("mis-shaped", misshaped)
             + "Check --resnet, --ndepths and --IF_EST_transformer against the checkpoint.")
+    non_finite = sorted(k for k, v in state.items()
+                        if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if non_finite:  # such weights predict nonsense (depth 0 everywhere) without an error
+        raise CheckpointError(f"{source} holds non-finite values:\n"
+                              + _listing("non-finite", non_finite))
     model.load_state_dict(state, strict=prefixes is None)
 
 
@@ -81,25 +88,34 @@ def save_checkpoint(path: str, model: torch.nn.Module, optimizer=None, epoch: in
     save_torch(ckpt, path)
 
 
-def latest_checkpoint(logdir: str) -> str | None:
-    """The furthest-trained ``model_*.ckpt`` in ``logdir`` (None when there is none).
+def checkpoint_position(path: str) -> tuple | None:
+    """``(epoch, iteration)`` order key of a checkpoint name this project writes, else None.
 
-    Names are the official ones: ``model_{E}.ckpt`` at the end of epoch E, and
-    ``model_epoch{E}_iter{S}.ckpt`` after S iterations in epoch E, so the end of epoch E
-    comes after every iteration checkpoint of that epoch.
+    ``model_{E}.ckpt`` is written at the end of epoch E and ``model_epoch{E}_iter{S}.ckpt``
+    after S iterations in epoch E, so the end of epoch E comes after every iteration
+    checkpoint of that epoch.
     """
-    def position(path):
-        name = os.path.basename(path)
-        mid_epoch = re.fullmatch(r"model_epoch(\d+)_iter(\d+)\.ckpt", name)
-        if mid_epoch:
-            return int(mid_epoch.group(1)), int(mid_epoch.group(2))
-        end = re.fullmatch(r"model_(\d+)\.ckpt", name)
-        if end:
-            return int(end.group(1)) + 1, 0
-        raise CheckpointError(f"{path}: not a checkpoint name this project writes "
-                              "(model_<epoch>.ckpt or model_epoch<E>_iter<S>.ckpt)")
-    paths = glob.glob(os.path.join(logdir, "model_*.ckpt"))
-    return max(paths, key=position) if paths else None
+    name = os.path.basename(path)
+    mid_epoch = re.fullmatch(r"model_epoch(\d+)_iter(\d+)\.ckpt", name)
+    if mid_epoch:
+        return int(mid_epoch.group(1)), int(mid_epoch.group(2))
+    end = re.fullmatch(r"model_(\d+)\.ckpt", name)
+    if end:
+        return int(end.group(1)) + 1, 0
+    return None
+
+
+def latest_checkpoint(logdir: str) -> str | None:
+    """The furthest-trained checkpoint in ``logdir`` (None when there is none).
+
+    Only the names training writes count: a ``model_best.ckpt`` or any other file a user
+    put there is ignored (and logged), never an error.
+    """
+    paths = glob.glob(os.path.join(logdir, "*.ckpt"))
+    ours = [p for p in paths if checkpoint_position(p) is not None]
+    for other in sorted(set(paths) - set(ours)):
+        log.info("--resume ignores %s (not a name training writes)", other)
+    return max(ours, key=checkpoint_position) if ours else None
 
 
 def _listing(what: str, keys: list, limit: int = 20) -> str:

@@ -47,9 +47,9 @@ from datasets.windows import joint_windows, sliding_windows
 from models import DepthNetHybrid
 from models.memory import MemoryBuffer
 from utils import metrics as metrics_mod
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import load_model_state, read_checkpoint
 from utils.distributed import resolve_device
-from utils.io import save_image, save_json, save_npy
+from utils.io import folder_lock, remove_stale_temps, save_image, save_json, save_npy
 from utils.visualization import colorize_depth, colorize_prob
 
 log = logging.getLogger("eval")
@@ -155,9 +155,41 @@ def list_scenes(eval_dataset: str, datapath, testlist=None) -> list[tuple[str, P
     listed = testlist or default_testlist(eval_dataset, datapath)
     if eval_dataset == "7scenes":
         if is_sequence_dir(datapath):
-            return [(f"{datapath.resolve().parent.name}/{datapath.name}", datapath)]
+            # resolved: "." or "seq/.." have no name of their own
+            resolved = datapath.resolve()
+            return [(f"{resolved.parent.name}/{resolved.name}", datapath)]
         return [(p.relative_to(datapath).as_posix(), p) for p in list_sequences(datapath, listed)]
     return [(p.relative_to(datapath).as_posix(), p) for p in listed_dirs(datapath, listed)]
+
+
+def scene_dirs(run_dir: Path, scenes: list) -> dict:
+    """``{name: output folder}``, each strictly inside ``run_dir`` and none inside another.
+
+    A scene's folder is deleted when its evaluation restarts, so a name like ``.``,
+    ``..``, ``a/../b`` or one scene nested in another would let one scene delete others'
+    results (or the run's own files).
+
+    Raises:
+        ValueError: naming the offending scene name(s).
+    """
+    root = Path(run_dir).resolve()
+    dirs = {}
+    for name, _ in scenes:
+        parts = Path(name).parts
+        target = (root / name).resolve()
+        if (not name or Path(name).is_absolute() or any(p in (".", "..") for p in parts)
+                or root not in target.parents):
+            raise ValueError(f"scene name {name!r} does not resolve to a folder strictly inside "
+                             f"{root} (check --datapath and the split file's lines)")
+        if name in dirs:
+            raise ValueError(f"scene {name!r} is listed twice (check the split file)")
+        dirs[name] = target
+    for name, target in dirs.items():
+        for other, other_dir in dirs.items():
+            if other != name and target in other_dir.parents:
+                raise ValueError(f"scene {other!r} lies inside scene {name!r}: their outputs "
+                                 f"would overlap (check the split file)")
+    return dirs
 
 
 def open_sequence(eval_dataset: str, folder, height: int, width: int, frame_interval: int,
@@ -175,21 +207,47 @@ def frame_stem(img_path: str) -> str:
 
 
 # --------------------------------------------------------------------------- model
-def build_model(args, device: torch.device) -> DepthNetHybrid:
+# Model options a checkpoint of ours records (its "config"); official ones record none.
+CHECKPOINT_MODEL_OPTIONS = ("resnet", "ndepths", "depth_min", "depth_max", "IF_EST_transformer")
+
+
+def apply_checkpoint_options(args, ckpt: dict) -> None:
+    """Take the model options the checkpoint was trained with, unless given explicitly.
+
+    An option left at its default takes the checkpoint's value (logged); one given on the
+    command line or in ``--config`` must agree with it. Official checkpoints record no
+    options, so the (official) defaults stay.
+
+    Raises:
+        ValueError: an explicitly given option conflicts with the checkpoint.
+    """
+    trained = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    given = getattr(args, "given", set())
+    for key in CHECKPOINT_MODEL_OPTIONS:
+        if key not in trained:
+            continue
+        ours, theirs = getattr(args, key), type(getattr(args, key))(trained[key])
+        if ours == theirs:
+            continue
+        if key in given:
+            raise ValueError(f"--{key} {ours} conflicts with the {theirs} the checkpoint "
+                             f"{args.loadckpt} was trained with (leave --{key} out to use "
+                             f"the checkpoint's)")
+        log.info("--%s %s from the checkpoint (default %s)", key, theirs, ours)
+        setattr(args, key, theirs)
+
+
+def build_model(args, device: torch.device, ckpt: Optional[dict] = None) -> DepthNetHybrid:
     """The model of the config with the checkpoint's weights loaded strictly, in eval mode."""
     if not args.loadckpt:
         raise ValueError("--loadckpt is required (the checkpoint to evaluate)")
+    if ckpt is None:
+        ckpt = read_checkpoint(args.loadckpt)
+        apply_checkpoint_options(args, ckpt)
     model = DepthNetHybrid(ndepths=args.ndepths, depth_min=args.depth_min,
                            depth_max=args.depth_max, resnet=args.resnet,
                            IF_EST_transformer=args.IF_EST_transformer)
-    ckpt = load_checkpoint(model, args.loadckpt)
-    # Shapes catch a wrong --resnet/--ndepths/--IF_EST_transformer; the plane range is not
-    # in the weights, so compare it with the training config when the checkpoint has one.
-    trained = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
-    for key in ("depth_min", "depth_max"):
-        if key in trained and float(trained[key]) != float(getattr(args, key)):
-            raise ValueError(f"--{key} {getattr(args, key)} differs from the {trained[key]} the "
-                             f"checkpoint {args.loadckpt} was trained with")
+    load_model_state(model, ckpt["model"], source=f"checkpoint {args.loadckpt!r}")
     log.info("loaded %s (ResNet-%d, %d planes %.2f-%.2f m, EST transformer %s)", args.loadckpt,
              args.resnet, args.ndepths, args.depth_min, args.depth_max,
              "on" if args.IF_EST_transformer else "off")
@@ -277,12 +335,23 @@ def scene_is_done(scene_dir: Path, config_hash: str, overwrite: bool) -> bool:
             f"{scene_dir} was evaluated with another configuration (hash "
             f"{marker.get('config_hash')}, this run {config_hash}; see run.json and the "
             f"marker's 'config'). Use another --evalpath, or --overwrite True to replace it.")
-    missing = [f for f in marker.get("files", []) if not (scene_dir / f).is_file()]
-    if missing:
-        log.warning("%s: marked done but %d file(s) are missing (e.g. %s); recomputing",
-                    scene_dir, len(missing), missing[0])
+    damaged = damaged_files(scene_dir, marker)
+    if damaged:
+        log.warning("%s: marked done but %d file(s) are missing or of another size than "
+                    "written (e.g. %s); recomputing", scene_dir, len(damaged), damaged[0])
         return False
     return True
+
+
+def damaged_files(scene_dir: Path, marker: dict) -> list[str]:
+    """The files a marker lists that are absent or not of the size recorded when written."""
+    sizes = marker.get("sizes", {})
+    damaged = []
+    for rel in marker.get("files", []):
+        path = scene_dir / rel
+        if not path.is_file() or (rel in sizes and path.stat().st_size != sizes[rel]):
+            damaged.append(rel)
+    return damaged
 
 
 # ---------------------------------------------------------------------- run config
@@ -335,27 +404,65 @@ def check_args(args) -> None:
         raise ValueError("--loadckpt is required (the checkpoint to evaluate)")
     if args.save_dtype not in SAVE_DTYPES:
         raise ValueError(f"--save_dtype must be one of {SAVE_DTYPES}, got {args.save_dtype!r}")
+    if args.pred_resize not in metrics_mod.PRED_RESIZE_MODES:
+        raise ValueError(f"--pred_resize must be one of {metrics_mod.PRED_RESIZE_MODES}, got "
+                         f"{args.pred_resize!r}")
+    metrics_mod.eval_depth_range(args.eval_dataset, args.min_depth_eval, args.max_depth_eval)
     if not any(getattr(args, option) for _, _, option in OUTPUT_KINDS.values()):
         raise ValueError("nothing to save: every --save_* option is False")
 
 
 # ---------------------------------------------------------------------------- loop
-def evaluate_scene(model, args, protocol: Protocol, name: str, folder: Path, scene_dir: Path,
-                   config_hash: str, depth_range: tuple) -> dict:
-    """Predict every target frame of one scene and write its files, the marker last."""
-    if scene_dir.exists():
-        shutil.rmtree(scene_dir)  # an interrupted attempt: none of its files may survive
+class NothingPredictedError(ValueError):
+    """A scene yields no window at all: evaluating it would predict no frame."""
+
+
+def plan_scene(args, protocol: Protocol, name: str, folder: Path, depth_range: tuple):
+    """``(sequence, windows)`` of one scene.
+
+    Raises:
+        NothingPredictedError: too few frames for one window, naming the options to change.
+    """
     seq = open_sequence(args.eval_dataset, folder, args.height, args.width, args.frame_interval,
                         args.intrinsics, *depth_range)
     windows = protocol.windows(len(seq))
+    if not windows:
+        size = protocol.params.get("seq_len", protocol.params.get("lwindow"))
+        option = "--seq_len" if "seq_len" in protocol.params else "--lwindow"
+        raise NothingPredictedError(
+            f"{name} ({folder}): {len(seq)} frame(s) at --frame_interval {args.frame_interval} "
+            f"({seq.skipped_nonfinite} dropped for a non-finite pose) make no {protocol.name} "
+            f"window of {size} frames, so nothing would be predicted: lower --frame_interval "
+            f"(or {option}), or leave the scene out of the list")
+    return seq, windows
+
+
+def clear_attempt(scene_dir: Path) -> None:
+    """Delete an unfinished attempt at a scene, refusing if it holds finished results.
+
+    Scene folders never overlap (:func:`scene_dirs`) and a finished scene is deleted only
+    when it is recomputed on purpose; this is the last guard that a scene folder holds no
+    other scene's marker and no run's files.
+    """
+    if not scene_dir.exists():
+        return
+    foreign = [p for p in scene_dir.rglob("*")
+               if (p.name == MARKER and p.parent != scene_dir) or p.name == RUN_FILE]
+    if foreign:
+        raise RuntimeError(f"refusing to delete {scene_dir}: it holds other results "
+                           f"({foreign[0]})")
+    shutil.rmtree(scene_dir)
+
+
+def evaluate_scene(model, args, protocol: Protocol, name: str, seq, windows: list,
+                   scene_dir: Path, config_hash: str) -> dict:
+    """Predict every target frame of one scene and write its files, the marker last."""
+    clear_attempt(scene_dir)  # an interrupted attempt: none of its files may survive
     targets = [pair for window in windows for pair in protocol.targets(window)]
     assert len({i for _, i in targets}) == len(targets), "a frame would be predicted twice"
     log.info("%s: %d frames (frame interval %d), %d skipped for a non-finite pose, %d without "
              "ground truth; %d windows, %d target frames", name, len(seq), args.frame_interval,
              seq.skipped_nonfinite, len(seq.missing_depth), len(windows), len(targets))
-    if not windows:
-        log.warning("%s: too few frames for one %s window; nothing predicted", name,
-                    protocol.name)
 
     memory = (MemoryBuffer(protocol.memory_size) if model.IF_EST_transformer else None)
     kinds = enabled_kinds(args)
@@ -371,6 +478,8 @@ def evaluate_scene(model, args, protocol: Protocol, name: str, folder: Path, sce
                 stems.append(stem)
                 frame_ids.append(batch["frame_ids"][position])
                 bar.update(1)
+    if not stems:  # windows always have targets; never mark an empty scene done
+        raise NothingPredictedError(f"{name}: no frame was predicted")
     marker = {
         "format": MARKER_FORMAT,
         "version": FORMAT_VERSION,
@@ -385,6 +494,8 @@ def evaluate_scene(model, args, protocol: Protocol, name: str, folder: Path, sce
         "missing_depth": len(seq.missing_depth),
         "windows": len(windows),
         "files": files,
+        # sizes as written: a later truncation (full disk, copy) is seen before use
+        "sizes": {rel: (scene_dir / rel).stat().st_size for rel in files},
     }
     save_json(marker, str(scene_dir / MARKER))
     return marker
@@ -392,6 +503,9 @@ def evaluate_scene(model, args, protocol: Protocol, name: str, folder: Path, sce
 
 def run_evaluation(args, protocol: Protocol) -> dict:
     """Evaluate every listed scene (resuming), then the metrics when ``--metrics``.
+
+    The output folder ``<evalpath>/<mode>`` is locked for the whole run: a second
+    evaluation into it is refused with the first one's details.
 
     Returns:
         ``{"run_dir", "config_hash", "scenes": {name: {"status", "frames",
@@ -401,48 +515,57 @@ def run_evaluation(args, protocol: Protocol) -> dict:
     device = resolve_device(args.device)
     run_dir = Path(args.evalpath) / protocol.name
     scenes = list_scenes(args.eval_dataset, args.datapath, args.testlist)
+    dirs = scene_dirs(run_dir, scenes)
+    ckpt = read_checkpoint(args.loadckpt)
+    apply_checkpoint_options(args, ckpt)
     config_hash, hashed = run_identity(args, protocol)
     depth_range = metrics_mod.eval_depth_range(args.eval_dataset, args.min_depth_eval,
                                                args.max_depth_eval)
-    # Refuse a folder holding another configuration's results before touching anything.
-    done = {name for name, _ in scenes
-            if scene_is_done(run_dir / name, config_hash, args.overwrite)}
-    config = {k: v for k, v in sorted(vars(args).items()) if k not in ("evalpath", "config")}
-    save_json({"format": RUN_FORMAT, "version": FORMAT_VERSION, "mode": protocol.name,
-               "config_hash": config_hash, "hashed": hashed, "config": config,
-               "scenes": [name for name, _ in scenes]}, str(run_dir / RUN_FILE))
-    log.info("%s evaluation of %d scene(s) into %s (configuration %s, device %s)",
-             protocol.name, len(scenes), run_dir, config_hash, device)
+    with folder_lock(str(run_dir), f"{protocol.name} evaluation of {args.loadckpt}"):
+        for path in remove_stale_temps(str(run_dir), recursive=True):
+            log.info("removed %s, left by a killed run", path)
+        # Refuse a folder holding another configuration's results before touching anything.
+        done = {name for name, _ in scenes
+                if scene_is_done(dirs[name], config_hash, args.overwrite)}
+        # Every scene to compute must yield a window, before any work or deletion.
+        plans = {name: plan_scene(args, protocol, name, Path(folder), depth_range)
+                 for name, folder in scenes if name not in done}
+        config = {k: v for k, v in sorted(vars(args).items()) if k not in ("evalpath", "config")}
+        save_json({"format": RUN_FORMAT, "version": FORMAT_VERSION, "mode": protocol.name,
+                   "config_hash": config_hash, "hashed": hashed, "config": config,
+                   "scenes": [name for name, _ in scenes]}, str(run_dir / RUN_FILE))
+        log.info("%s evaluation of %d scene(s) into %s (configuration %s, device %s)",
+                 protocol.name, len(scenes), run_dir, config_hash, device)
 
-    model = build_model(args, device)
-    summary = {}
-    for name, folder in scenes:
-        scene_dir = run_dir / name
-        if name in done:
-            marker = read_marker(scene_dir)
-            log.info("%s: done (%d frames), skipped", name, marker["num_frames"])
-            status = "skipped"
-        else:
-            marker = evaluate_scene(model, args, protocol, name, Path(folder), scene_dir,
-                                    config_hash, depth_range)
-            status = "evaluated"
-        summary[name] = {"status": status, "frames": marker["num_frames"],
-                         "skipped_nonfinite": marker["skipped_nonfinite"],
-                         "missing_depth": marker["missing_depth"]}
-    log.info("%d scene(s): %d evaluated, %d already done; %d frames predicted; %d frame(s) "
-             "skipped for a non-finite pose", len(summary),
-             sum(s["status"] == "evaluated" for s in summary.values()),
-             sum(s["status"] == "skipped" for s in summary.values()),
-             sum(s["frames"] for s in summary.values()),
-             sum(s["skipped_nonfinite"] for s in summary.values()))
+        model = build_model(args, device, ckpt)
+        del ckpt
+        summary = {}
+        for name, _ in scenes:
+            if name in done:
+                marker = read_marker(dirs[name])
+                log.info("%s: done (%d frames), skipped", name, marker["num_frames"])
+                status = "skipped"
+            else:
+                marker = evaluate_scene(model, args, protocol, name, *plans.pop(name),
+                                        dirs[name], config_hash)
+                status = "evaluated"
+            summary[name] = {"status": status, "frames": marker["num_frames"],
+                             "skipped_nonfinite": marker["skipped_nonfinite"],
+                             "missing_depth": marker["missing_depth"]}
+        log.info("%d scene(s): %d evaluated, %d already done; %d frames predicted; %d frame(s) "
+                 "skipped for a non-finite pose", len(summary),
+                 sum(s["status"] == "evaluated" for s in summary.values()),
+                 sum(s["status"] == "skipped" for s in summary.values()),
+                 sum(s["frames"] for s in summary.values()),
+                 sum(s["skipped_nonfinite"] for s in summary.values()))
 
-    metrics = None
-    if args.metrics:
-        metrics = metrics_mod.evaluate_saved(
-            run_dir, datapath=args.datapath, eval_dataset=args.eval_dataset,
-            testlist=args.testlist, intrinsics=args.intrinsics,
-            frame_interval=args.frame_interval, min_depth_eval=args.min_depth_eval,
-            max_depth_eval=args.max_depth_eval, pred_resize=args.pred_resize,
-            clamp_pred=args.clamp_pred)
+        metrics = None
+        if args.metrics:
+            metrics = metrics_mod.evaluate_saved(
+                run_dir, datapath=args.datapath, eval_dataset=args.eval_dataset,
+                testlist=args.testlist, intrinsics=args.intrinsics,
+                frame_interval=args.frame_interval, min_depth_eval=args.min_depth_eval,
+                max_depth_eval=args.max_depth_eval, pred_resize=args.pred_resize,
+                clamp_pred=args.clamp_pred, allow_partial=args.allow_partial)
     return {"run_dir": str(run_dir), "config_hash": config_hash, "scenes": summary,
             "metrics": metrics}

@@ -1,31 +1,150 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash leaves the old one."""
+"""Atomic file writes: a reader never sees a half-written file, a crash leaves the old one.
+
+Files get the permissions of an ordinary ``open()`` (0666 less the process umask), a
+failed write names the file and the cause (``ENOSPC`` ...), and :func:`remove_stale_temps`
+clears what a killed writer left. :func:`folder_lock` keeps two runs out of one folder.
+"""
 
 import contextlib
+import errno
 import json
 import os
+import re
+import socket
+import sys
 import tempfile
+import time
 
 import numpy as np
 import torch
 
+TEMP_SUFFIX = ".tmp"
+# ".<name>.<8 random characters of mkstemp>.tmp": only files of this shape are ours.
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+LOCK_FILE = ".lock"
+
+
+class FolderLockedError(RuntimeError):
+    """Another process holds the lock of an output folder."""
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux >= 4.7)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere the only way is to set it and put it back
+    os.umask(mask)
+    return mask
+
+
+def _write_error(err: OSError, path: str) -> OSError:
+    """``err`` restated with the file being written and the errno's name."""
+    code = err.errno
+    if code is None:
+        return OSError(f"cannot write {path}: {err}")
+    name = errno.errorcode.get(code, str(code))
+    # OSError(errno, ...) picks the matching subclass (PermissionError for EACCES, ...)
+    return OSError(code, f"cannot write {path}: {os.strerror(code)} ({name})", path)
+
 
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "wb"):
-    """Open a temporary file beside ``path``; on success fsync it and rename it into place."""
+    """Open a temporary file beside ``path``; on success fsync it and rename it into place.
+
+    Raises:
+        OSError naming ``path`` and the errno (e.g. ``ENOSPC`` on a full disk); the
+        temporary file is removed and an existing ``path`` is left as it was.
+    """
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
     try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
+                                   suffix=TEMP_SUFFIX)
+    except OSError as err:
+        raise _write_error(err, path) from err
+    try:
+        # mkstemp creates 0600; give what open() would, so a lab group can read results
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(err, OSError):
+            raise _write_error(err, path) from err
         raise
+
+
+def remove_stale_temps(folder: str, recursive: bool = False) -> list:
+    """Delete the temporary files a killed :func:`atomic_open` left in ``folder``.
+
+    Call it only when no other writer can be working in ``folder`` (at a run's start,
+    under its lock). Returns the removed paths.
+    """
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    walk = os.walk(folder) if recursive else [(folder, [], os.listdir(folder))]
+    for directory, _, names in walk:
+        for name in names:
+            path = os.path.join(directory, name)
+            if _TEMP_NAME.match(name) and os.path.isfile(path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+                    removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str, what: str = ""):
+    """Hold an advisory lock on ``folder`` (``folder/.lock``) for the duration.
+
+    The lock file records who holds it (pid, host, start time, command line, ``what``)
+    and is removed on release; the kernel releases the lock when the holder dies, however
+    it ends, and the next run takes the stale file over.
+
+    Raises:
+        FolderLockedError naming the run that holds the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks, run unprotected
+        yield
+        return
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, LOCK_FILE)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError), open(path) as f:
+                holder = f.read().strip()
+            raise FolderLockedError(
+                f"{folder} is in use by another run ({holder or 'details not written yet'}); "
+                f"wait for it to finish or use another output folder") from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break  # not a file its previous holder removed while we opened it
+        os.close(fd)
+    try:
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+                "command": " ".join(sys.argv), "what": what}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)  # still holding the lock: nobody else can have taken it
+        os.close(fd)
 
 
 def save_torch(obj, path: str) -> None:

@@ -250,21 +250,33 @@ def find_runs(evalpath) -> list[Path]:
     return runs or [evalpath]
 
 
+class IncompleteRunError(RuntimeError):
+    """Listed scenes are missing or unfinished (and ``allow_partial`` is off)."""
+
+
 def evaluate_saved(run_dir, datapath=None, eval_dataset=None, testlist=None, intrinsics=None,
                    frame_interval=None, min_depth_eval=None, max_depth_eval=None,
                    pred_resize=None, clamp_pred=None, save: bool = True,
-                   show: bool = True) -> dict:
+                   show: bool = True, allow_partial: bool = False) -> dict:
     """Metrics of the predictions saved in one run folder (see the module's protocol).
 
     Unset arguments come from the run's ``run.json`` (written by the evaluators), then from
     the defaults. Without ``run.json`` (e.g. outputs of the official scripts, float16
     ``[1, H, W]`` arrays, which are read too) ``datapath`` and ``eval_dataset`` are needed.
 
+    In a run of the evaluators only finished scenes count: a completion marker of the
+    run's configuration whose files are all there at the size written. Unfinished scenes
+    (interrupted, another configuration, damaged files) are left out of every row and
+    listed in ``counts``.
+
+    Raises:
+        IncompleteRunError: a listed scene is missing or unfinished, unless
+            ``allow_partial`` (then the table covers the finished ones, and says so).
     Returns:
         the dict saved as ``metrics.json``.
     """
-    from utils.evaluation import (DEPTH_KINDS as KINDS, effective_intrinsics, frame_stem,
-                                  list_scenes, open_sequence, read_marker)
+    from utils.evaluation import (DEPTH_KINDS as KINDS, damaged_files, effective_intrinsics,
+                                  frame_stem, list_scenes, open_sequence, read_marker)
 
     run_dir = Path(run_dir)
     run = _read_run(run_dir)
@@ -291,35 +303,48 @@ def evaluate_saved(run_dir, datapath=None, eval_dataset=None, testlist=None, int
     frame_rows = {kind: [] for kind in KINDS}
     pair_rows = {kind: [] for kind in KINDS}
     per_scene = {}
-    missing_scenes, empty_scenes, unmarked, mixed = [], [], [], []
+    missing_scenes, empty_scenes, unmarked, mixed, damaged = [], [], [], [], []
+    ours = bool(run.get("config_hash"))  # else official outputs: no markers to check
     for name, folder in scenes:
         scene_dir = run_dir / name
         kinds = [k for k in KINDS if (scene_dir / k).is_dir()]
         marker = read_marker(scene_dir)
         if not kinds:
-            # no depth at all: not evaluated yet, or a sequence too short for one window
+            # no depth at all: not evaluated yet, or only probabilities were saved
             (empty_scenes if marker is not None else missing_scenes).append(name)
             continue
         if marker is None:
             unmarked.append(name)
-        elif run.get("config_hash") and marker.get("config_hash") != run["config_hash"]:
+            if ours:
+                continue  # an interrupted scene: its frames are not all there
+        elif ours and marker.get("config_hash") != run["config_hash"]:
             mixed.append(name)
+            continue
+        elif damaged_files(scene_dir, marker):
+            damaged.append(name)
+            continue
         per_scene[name] = _evaluate_scene(
             name, scene_dir, kinds, marker, frame_rows, pair_rows, frame_stem,
             lambda hw, folder=folder: open_sequence(eval_dataset, folder, hw[0], hw[1],
                                                     frame_interval, intrinsics, low, high),
             low, pred_resize, clamp)
 
-    if missing_scenes:
-        log.warning("%d listed scene(s) have no predictions in %s (e.g. %s): the table covers "
-                    "the others only", len(missing_scenes), run_dir, missing_scenes[0])
-    if unmarked:
-        log.warning("%d scene(s) have no completion marker (interrupted, or not written by "
-                    "this project): using the predictions present (e.g. %s)", len(unmarked),
-                    unmarked[0])
-    if mixed:
-        log.warning("%d scene(s) were written under another configuration than run.json's "
-                    "(e.g. %s)", len(mixed), mixed[0])
+    unfinished = {"without predictions": missing_scenes,
+                  "unfinished (no completion marker)": unmarked if ours else [],
+                  "of another configuration than run.json's": mixed,
+                  "with missing or truncated files": damaged}
+    problems = [f"{len(names)} {what} (e.g. {names[0]})"
+                for what, names in unfinished.items() if names]
+    if problems:
+        text = (f"{run_dir}: of {len(scenes)} listed scene(s), " + "; ".join(problems)
+                + "; they are left out of the table")
+        if not allow_partial:
+            raise IncompleteRunError(text + ". Finish the evaluation (re-run it to resume), "
+                                            "or pass --allow_partial True")
+        log.warning("%s (--allow_partial)", text)
+    if unmarked and not ours:
+        log.warning("%d scene(s) have no completion marker (not written by this project): "
+                    "using the predictions present (e.g. %s)", len(unmarked), unmarked[0])
 
     overall = {}
     for kind in KINDS:
@@ -371,6 +396,8 @@ def evaluate_saved(run_dir, datapath=None, eval_dataset=None, testlist=None, int
             "scenes_without_predictions": empty_scenes,
             "scenes_without_marker": unmarked,
             "scenes_other_config": mixed,
+            "scenes_damaged": damaged,
+            "complete": not problems,
             "frames_predicted": total("frames_predicted"),
             "frames_missing_gt": total("frames_missing_gt"),
             "frames_without_valid_gt": total("frames_without_valid_gt"),
@@ -391,6 +418,15 @@ def evaluate_saved(run_dir, datapath=None, eval_dataset=None, testlist=None, int
     if show:
         print(format_table(results, title=str(run_dir)))
     return results
+
+
+def load_prediction(path: Path) -> np.ndarray:
+    """A saved depth map; an unreadable or truncated file is an error naming it."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"cannot read the prediction {path} (truncated or not a .npy "
+                         f"file?): {err}") from None
 
 
 def _with_count(values: Optional[dict], key: str, count: int) -> Optional[dict]:
@@ -415,7 +451,7 @@ def _evaluate_scene(name, scene_dir, kinds, marker, frame_rows, pair_rows, frame
             result[kind] = {"frames": 0, **dict.fromkeys(METRIC_NAMES), "tc_pairs": 0,
                             **dict.fromkeys(TEMPORAL_NAMES)}
         return result
-    seq = make_sequence(np.load(first).squeeze().shape)
+    seq = make_sequence(load_prediction(first).squeeze().shape)
     counts["skipped_nonfinite_pose"] = seq.skipped_nonfinite
     index_of = {frame_stem(str(frame.color)): i for i, frame in enumerate(seq.frames)}
     by_index = {}
@@ -436,7 +472,8 @@ def _evaluate_scene(name, scene_dir, kinds, marker, frame_rows, pair_rows, frame
         stem = frame_stem(item["img_path"])
         evaluated = False
         for kind in by_index[index]:
-            pred, bad = sanitize_prediction(np.load(scene_dir / kind / f"{stem}.npy"), fill)
+            pred, bad = sanitize_prediction(load_prediction(scene_dir / kind / f"{stem}.npy"),
+                                            fill)
             counts["bad_pred_pixels"] += bad
             if item["dmap"] is not None:
                 values = frame_metrics(pred, item["dmap"].numpy(), item["dmask"].numpy(),
@@ -551,9 +588,13 @@ def main(argv=None) -> dict:
     parser.set_defaults(**{key: None for key in RUN_OPTIONS})
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    return {str(run_dir): evaluate_saved(run_dir, **{k: getattr(args, k) for k in RUN_OPTIONS})
+    return {str(run_dir): evaluate_saved(run_dir, allow_partial=args.allow_partial,
+                                         **{k: getattr(args, k) for k in RUN_OPTIONS})
             for run_dir in find_runs(args.evalpath)}
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except IncompleteRunError as err:
+        sys.exit(f"error: {err}")
