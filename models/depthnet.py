@@ -42,6 +42,9 @@ class DepthNetHybrid(nn.Module):
         self.ndepths, self.depth_min, self.depth_max = ndepths, depth_min, depth_max
         self.depth_interval = (depth_max - depth_min) / (ndepths - 1)
         self.IF_EST_transformer = IF_EST_transformer
+        # Autocast dtype the model applies itself (None: float32, or the caller's autocast);
+        # models/precision.py says which parts stay float32.
+        self.amp_dtype = None
         self.register_buffer("depth_cands", depth_min + self.depth_interval * torch.arange(
             ndepths, dtype=torch.float32), persistent=False)
 
@@ -91,6 +94,10 @@ class DepthNetHybrid(nn.Module):
             (outputs, new_costs, new_cam_poses) with the official keys and memory format.
         """
         check_inputs(imgs, cam_poses, cam_intr)
+        with precision.autocast(imgs.device.type, self.amp_dtype):
+            return self._predict(imgs, cam_poses, cam_intr, memory, use_est)
+
+    def _predict(self, imgs, cam_poses, cam_intr, memory, use_est):
         if use_est is None:
             use_est = memory is not None
         use_est = use_est and self.IF_EST_transformer

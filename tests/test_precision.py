@@ -105,8 +105,8 @@ def test_policy_regions_follow_the_table():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         precision.run("matching", probe, x)
         assert seen == {"dtype": torch.float32, "autocast": False}
-        precision.run("attention", probe, [x])
-        assert seen["autocast"] is False
+        precision.run("attention", lambda xs: probe(xs[0]), [x])  # lists are cast too
+        assert seen == {"dtype": torch.float32, "autocast": False}
         assert precision.region_dtype("context", "cpu") == torch.float32
     with torch.autocast("cpu", dtype=torch.float16):
         assert precision.region_dtype("matching", "cpu") is None  # fp16 keeps it reduced
