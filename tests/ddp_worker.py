@@ -1,4 +1,5 @@
-"""Worker of tests/test_distributed.py, launched with torchrun (gloo, CPU).
+"""Worker of tests/test_distributed.py (gloo, CPU) and tests/test_cuda.py (NCCL,
+``--device cuda``), launched with torchrun.
 
 For each configuration ``est{0,1}_seq{3,5}``: build the model with train_hybrid.build_model,
 wrap it with train_hybrid.wrap_ddp, take 3 Adam steps, rank r training on window r of each
@@ -28,7 +29,7 @@ SIZE = 128
 STEPS = 3
 
 
-def window(step: int, index: int, frames: int):
+def window(step: int, index: int, frames: int, device="cpu"):
     """A deterministic random window with a sideways camera motion, all depths valid."""
     g = torch.Generator().manual_seed(1000 * step + index)
     imgs = torch.rand(1, frames, 3, SIZE, SIZE, generator=g) * 255
@@ -36,7 +37,8 @@ def window(step: int, index: int, frames: int):
     poses[..., 0, 3] = 0.05 * torch.arange(frames)
     intr = torch.tensor([[[100.0, 0, 63.5], [0, 100.0, 63.5], [0, 0, 1]]])
     dmaps = 1 + 3 * torch.rand(1, frames, 1, SIZE, SIZE, generator=g)
-    return imgs, poses, intr, {"dmaps": dmaps, "dmasks": torch.ones_like(dmaps, dtype=bool)}
+    sample = {"dmaps": dmaps.to(device), "dmasks": torch.ones_like(dmaps, dtype=bool).to(device)}
+    return imgs.to(device), poses.to(device), intr.to(device), sample
 
 
 def concat(windows):
@@ -73,7 +75,7 @@ def run_config(est: bool, seq_len: int, env, out: Path) -> None:
     first_grads = None
     for step in range(STEPS):
         optimizer.zero_grad(set_to_none=True)
-        _, losses = net(*window(step, env.rank, seq_len), mode="train")
+        _, losses = net(*window(step, env.rank, seq_len, env.device), mode="train")
         losses["loss"].backward()
         if step == 0:
             first_grads = gradients(model)
@@ -87,8 +89,8 @@ def run_config(est: bool, seq_len: int, env, out: Path) -> None:
 
 def write_reference_comparison(args, env, ddp_grads, in_sync, model, path: Path) -> None:
     reference, _ = build(args, dist_utils.DistEnv(0, 0, 1, env.device))
-    _, losses = reference(*concat([window(0, r, args.seq_len) for r in range(env.world_size)]),
-                          mode="train")
+    _, losses = reference(*concat([window(0, r, args.seq_len, env.device)
+                                   for r in range(env.world_size)]), mode="train")
     losses["loss"].backward()
     want = gradients(reference)
     same = set(want) == set(ddp_grads)
@@ -130,10 +132,15 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--configs", nargs="+", default=["1:3", "1:5", "0:3", "0:5"])
     parser.add_argument("--datapath", default=None)
+    parser.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL)")
     opts = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(opts.out)
-    env = dist_utils.init_distributed("cpu")
+    env = dist_utils.init_distributed(opts.device)
+    if env.device.type == "cuda":
+        from models import precision
+
+        precision.configure_tf32(False)  # compare float32 with float32
     try:
         if opts.datapath:
             count_index_builds(opts.datapath, env, out)

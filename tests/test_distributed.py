@@ -95,3 +95,35 @@ def test_apex_options_map_to_native_equivalents():
     with pytest.raises(ValueError, match="loss_scale"):
         train_hybrid.grad_scaler(parse("--loss_scale", "big"), cpu, torch.float16)
     assert not hasattr(train_hybrid.Trainer, "_wrap_apex")
+
+
+def changed_parameters_after_steps(trainer, steps: int = 2):
+    """(names of trainable parameters, names of those a few optimizer steps changed)."""
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    batches = iter(trainer.loader)
+    for _ in range(steps):
+        trainer.process_batch(next(batches), clip=10.0)
+    names = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    changed = {n for n, p in trainer.model.named_parameters()
+               if not torch.equal(p.detach(), before[n])}
+    return names, changed
+
+
+def test_every_trainable_parameter_batch_norm_included_changes(tmp_path):
+    """The optimizer holds the parameters of the model that trains (apex's SyncBN
+    converter used to copy them after the optimizer was built, freezing every BN)."""
+    data = tmp_path / "data"
+    generate(data, layout="scannet", scenes=1, frames=22, height=128, width=128, seed=3,
+             val=0, test=0, workers=1)
+    args = load_config("train", [
+        "--dataset", "synthetic", "--datapath", str(data), "--logdir", str(tmp_path / "run"),
+        "--device", "cpu", "--height", "128", "--width", "128", "--resnet", "18",
+        "--ndepths", "4", "--depth_min", "0.5", "--depth_max", "6", "--seq_len", "3",
+        "--frame_interval", "2", "--num_workers", "0", "--lr", "1e-3", "--warmup_iters", "0",
+        "--IF_EST_transformer", "False", "--using_apex", "True", "--opt_level", "O0"])
+    trainer = train_hybrid.Trainer(args, dist_utils.init_distributed("cpu"))
+    trainable, changed = changed_parameters_after_steps(trainer)
+    assert any(".bn1.weight" in n or n.endswith(".1.bias") for n in trainable)
+    assert trainable - changed == set()
+    assert not {n for n, p in trainer.model.named_parameters()
+                if not p.requires_grad} & changed  # frozen ones (key_layer, fc) stay
