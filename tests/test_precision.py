@@ -2,6 +2,7 @@
 
 Run as a script to print the figures:
     ESTDEPTH_SHARED=../shared python -m tests.test_precision --amp bf16 --device cpu
+    (--no_policy: plain autocast; --device cuda --amp fp16 on a GPU)
 """
 
 import argparse
@@ -120,7 +121,13 @@ def main(argv=None) -> None:
     parser.add_argument("--amp", default="bf16", choices=["bf16", "fp16"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no_policy", action="store_true",
+                        help="every region in the autocast dtype (plain autocast, for comparison)")
     args = parser.parse_args(argv)
+    if args.no_policy:
+        for region in precision.POLICY:
+            precision.POLICY[region] = {torch.float16: precision.REDUCED,
+                                        torch.bfloat16: precision.REDUCED}
     torch.set_num_threads(args.threads)
     root = Path(__file__).resolve().parents[1]
     path = Path(os.environ.get("ESTDEPTH_SHARED", root.parent / "shared"))
