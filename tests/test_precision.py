@@ -147,3 +147,38 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def test_model_applies_its_amp_dtype_with_the_policy():
+    """``model.amp_dtype`` (what evaluation's --amp sets) runs the model under autocast:
+    bf16 where the table allows it, float32 in the matching net, float32 outputs."""
+    torch.manual_seed(0)
+    model = DepthNetHybrid(ndepths=4, depth_min=0.5, depth_max=5.0, resnet=18).eval()
+    model.amp_dtype = torch.bfloat16
+    seen = {}
+    for name in ("matchingFeature", "CostRegNet.upconv_4_0"):
+        model.get_submodule(name).register_forward_hook(
+            lambda m, i, out, name=name: seen.update({name: out.dtype}))  # returns None
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.rand(1, 3, 3, 128, 128, generator=g) * 255
+    poses = torch.eye(4).repeat(1, 3, 1, 1)
+    poses[..., 0, 3] = 0.05 * torch.arange(3)
+    intr = torch.tensor([[[100.0, 0, 63.5], [0, 100.0, 63.5], [0, 0, 1]]])
+    with torch.no_grad():
+        outputs, costs, _ = model(imgs, poses, intr, None, mode="val")
+    assert seen == {"matchingFeature": torch.float32, "CostRegNet.upconv_4_0": torch.bfloat16}
+    assert_float32_outputs([outputs], [costs])
+
+
+def test_evaluation_turns_tf32_off_by_default():
+    from utils.config import load_config
+
+    assert load_config("eval", []).allow_tf32 is False
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        precision.configure_tf32(False)
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        precision.configure_tf32(True)
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

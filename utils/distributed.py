@@ -76,8 +76,11 @@ def main_process_first(env: DistEnv):
     barrier, then run it (reading what rank 0 wrote)."""
     if not env.is_main:
         barrier(env)
-    yield
-    if env.is_main:
+        yield
+        return
+    try:
+        yield
+    finally:  # also on an error, so that the others fail on their own instead of hanging
         barrier(env)
 
 
