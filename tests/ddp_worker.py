@@ -12,7 +12,6 @@ parameters. With ``--datapath``, also build the training index under
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
