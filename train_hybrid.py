@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets.scannet import ScanNetTrainDataset
-from models import DepthNetHybrid
+from models import DepthNetHybrid, precision
 from utils import checkpoint as ckpt_io
 from utils import distributed as dist_utils
 from utils.config import load_config, save_config
@@ -34,7 +34,8 @@ from utils.visualization import colorize_depth, colorize_prob, image_to_uint8
 
 log = logging.getLogger("train")
 DATASETS = ("scannet", "synthetic")
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_DTYPES = precision.AMP_DTYPES
+APEX_FP16_LEVELS = ("O1", "O2", "O3")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -88,7 +89,7 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def build_dataset(args) -> ScanNetTrainDataset:
+def build_dataset(args, reloadscan=None) -> ScanNetTrainDataset:
     """ScanNet, or a synthetic set in the ScanNet layout (exact per-scene intrinsics)."""
     split, intrinsics = args.trainlist, args.intrinsics
     if args.dataset == "synthetic":
@@ -97,14 +98,60 @@ def build_dataset(args) -> ScanNetTrainDataset:
     return ScanNetTrainDataset(args.datapath, split, height=args.height, width=args.width,
                                n_frames=args.seq_len, frame_interval=args.frame_interval,
                                depth_min=args.depth_min, depth_max=args.depth_max,
-                               reloadscan=args.reloadscan, intrinsics=intrinsics)
+                               reloadscan=args.reloadscan if reloadscan is None else reloadscan,
+                               intrinsics=intrinsics)
 
 
 def amp_dtype(args):
-    """torch.amp dtype from --amp, or from the apex-style --opt_level when apex is not used."""
-    if args.amp == "none" and not args.using_apex and args.opt_level in ("O1", "O2", "O3"):
+    """The autocast dtype: ``--amp``, or fp16 for the official apex ``--opt_level O1/O2/O3``.
+
+    NVIDIA apex is not used (its ``amp`` and DDP are deprecated upstream); its options map
+    to native equivalents: ``--opt_level`` O1-O3 to fp16 autocast with a GradScaler (apex
+    O2/O3 also cast the weights to fp16; autocast keeps float32 master weights), O0 to
+    float32. A ``--amp`` other than ``none`` wins when it does not contradict the level.
+    """
+    dtype = precision.amp_dtype(args.amp)
+    if args.opt_level not in ("O0",) + APEX_FP16_LEVELS:
+        raise ValueError(f"--opt_level must be O0, O1, O2 or O3, got {args.opt_level!r}")
+    if args.opt_level in APEX_FP16_LEVELS:
+        if dtype not in (None, torch.float16):
+            raise ValueError(f"--opt_level {args.opt_level} (fp16) contradicts --amp {args.amp}")
         return torch.float16
-    return AMP_DTYPES[args.amp]
+    return dtype
+
+
+def grad_scaler(args, device: torch.device, dtype) -> torch.amp.GradScaler:
+    """A GradScaler for fp16 (disabled otherwise).
+
+    apex's ``--loss_scale N`` (a static scale) becomes a scale that starts at N and never
+    grows; GradScaler still halves it and skips the step if gradients overflow.
+    """
+    enabled = dtype == torch.float16
+    if args.loss_scale in (None, "dynamic") or not enabled:
+        return torch.amp.GradScaler(device.type, enabled=enabled)
+    try:
+        scale = float(args.loss_scale)
+    except ValueError:
+        raise ValueError(f"--loss_scale must be a number or 'dynamic', got "
+                         f"{args.loss_scale!r}") from None
+    return torch.amp.GradScaler(device.type, init_scale=scale, growth_interval=2 ** 31 - 1,
+                                enabled=True)
+
+
+def log_native_equivalents(args, dtype) -> None:
+    """Say what the official apex options do here."""
+    if args.using_apex:
+        log.info("--using_apex True: NVIDIA apex is not used; its native equivalents are: "
+                 "torch.autocast %s%s, torch.nn.SyncBatchNorm (--sync_bn %s), PyTorch DDP",
+                 dtype or "off (float32)",
+                 " with a GradScaler" if dtype == torch.float16 else "", args.sync_bn)
+    if args.keep_batchnorm_fp32 is not None:
+        log.info("--keep_batchnorm_fp32 %s: native autocast always keeps batch-norm weights "
+                 "and statistics in float32", args.keep_batchnorm_fp32)
+    if args.loss_scale is not None:
+        log.info("--loss_scale %s: GradScaler with %s", args.loss_scale,
+                 "a dynamic scale" if args.loss_scale == "dynamic"
+                 else "this initial scale, never grown")
 
 
 def build_model(args, env) -> torch.nn.Module:
@@ -118,7 +165,39 @@ def build_model(args, env) -> torch.nn.Module:
             for name, p in model.named_parameters():
                 if name.startswith(prefix):
                     p.requires_grad_(False)
-    return model.to(env.device)
+    # Parameters no gradient can reach in this configuration are frozen, so that DDP need
+    # not search for unused parameters every step (and Adam leaves them alone, as it would
+    # any parameter without a gradient).
+    never = model.parameters_without_gradient(args.seq_len)
+    for name, p in model.named_parameters():
+        if name in never:
+            p.requires_grad_(False)
+    if never:
+        log.info("frozen: %d parameter tensors that get no gradient with --seq_len %d and "
+                 "--IF_EST_transformer %s: %s", len(never), args.seq_len,
+                 args.IF_EST_transformer, sorted({n.rsplit(".", 1)[0] for n in never}))
+    model = model.to(env.device)
+    if args.sync_bn:
+        if env.device.type != "cuda":
+            raise ValueError(f"--sync_bn needs GPUs (torch.nn.SyncBatchNorm has no kernel for "
+                             f"{env.device}); use --sync_bn False")
+        # Same Parameter objects (the optimizer, built afterwards, sees the converted model).
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        log.info("batch norm: torch.nn.SyncBatchNorm across %d process(es)", env.world_size)
+    return model
+
+
+def wrap_ddp(model: torch.nn.Module, env: dist_utils.DistEnv) -> torch.nn.Module:
+    """DistributedDataParallel in a multi-process run (the model itself otherwise).
+
+    Every parameter that requires a gradient gets one (``build_model`` froze the others;
+    tests/test_model.py checks it), so DDP runs without ``find_unused_parameters``.
+    """
+    if not env.distributed:
+        return model
+    return DistributedDataParallel(
+        model, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+        find_unused_parameters=False)
 
 
 class Trainer:
@@ -126,7 +205,9 @@ class Trainer:
 
     def __init__(self, args, env: dist_utils.DistEnv):
         self.args, self.env = args, env
-        self.dataset = build_dataset(args)
+        # Rank 0 scans the scenes and writes the index cache; the others then read it.
+        with dist_utils.main_process_first(env):
+            self.dataset = build_dataset(args, reloadscan=args.reloadscan and env.is_main)
         self.sampler = dist_utils.ResumableSampler(self.dataset, args.batch_size, env, args.seed)
         self.loader = DataLoader(self.dataset, args.batch_size, sampler=self.sampler,
                                  num_workers=args.num_workers, drop_last=True,
@@ -136,20 +217,24 @@ class Trainer:
             raise ValueError(f"{len(self.dataset)} training windows make no batch of "
                              f"{args.batch_size} per process")
 
+        if env.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels
+        self.amp_dtype = amp_dtype(args)
+        log_native_equivalents(args, self.amp_dtype)
+        # Every module conversion (SyncBatchNorm) happens in build_model, before the
+        # optimizer takes the parameters.
         self.model = build_model(args, env)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.trainable, lr=args.lr, betas=(0.9, 0.999),
                                           weight_decay=args.wd)
         self.scheduler = build_scheduler(self.optimizer, self.iters_per_epoch, args.lrepochs,
                                          args.warmup_factor, args.warmup_iters)
-        self.amp_dtype = amp_dtype(args)
-        self.scaler = torch.amp.GradScaler(env.device.type,
-                                           enabled=self.amp_dtype == torch.float16)
+        self.scaler = grad_scaler(args, env.device, self.amp_dtype)
         self.epoch, self.batches_done, self.step = 0, 0, 0
         self.last_checkpoint = None
         self.loss_history = []  # this run's per-step loss (mean over ranks)
         self._load_weights()
-        self.net = self._wrap(self.model)
+        self.net = wrap_ddp(self.model, env)
 
         self.writer = None
         if env.is_main:
@@ -218,39 +303,6 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group.update(initial_lr=args.lr, lr=args.lr * factor, weight_decay=args.wd)
         scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-
-    def _wrap(self, model):
-        args, env = self.args, self.env
-        if args.using_apex:
-            return self._wrap_apex(model)
-        if args.sync_bn and env.distributed:
-            if env.device.type != "cuda":
-                raise ValueError("--sync_bn needs GPUs: torch.nn.SyncBatchNorm has no CPU kernel")
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        if env.distributed:
-            # With one target per window (and no memory) no key is ever attended to, so
-            # key_layer gets no gradient; DDP must then look for unused parameters.
-            single_target = args.seq_len == 3 and args.IF_EST_transformer
-            return DistributedDataParallel(
-                model, device_ids=[env.device.index] if env.device.type == "cuda" else None,
-                find_unused_parameters=single_target)
-        return model
-
-    def _wrap_apex(self, model):
-        try:  # NVIDIA apex is optional
-            from apex import amp
-            from apex.parallel import DistributedDataParallel as ApexDDP, convert_syncbn_model
-        except ImportError:
-            raise ImportError("--using_apex needs NVIDIA apex (github.com/NVIDIA/apex; the PyPI "
-                              "package 'apex' is unrelated). Without it, use --sync_bn and "
-                              "--amp, which run on torch alone.") from None
-        if self.args.sync_bn:
-            model = convert_syncbn_model(model)
-        self.model, self.optimizer = amp.initialize(
-            model, self.optimizer, opt_level=self.args.opt_level,
-            keep_batchnorm_fp32=self.args.keep_batchnorm_fp32, loss_scale=self.args.loss_scale)
-        self._apex_amp = amp
-        return ApexDDP(self.model) if self.env.distributed else self.model
 
     # ---------------------------------------------------------------- training
     def train(self) -> dict:
@@ -363,16 +415,11 @@ class Trainer:
         imgs, poses, intr = (batch[k].to(device, non_blocking=True)
                              for k in ("imgs", "cam_poses", "cam_intr"))
         sample = {k: batch[k].to(device, non_blocking=True) for k in ("dmaps", "dmasks")}
-        with torch.autocast(device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
+        with precision.autocast(device.type, self.amp_dtype):
             outputs, losses = self.net(imgs, poses, intr, sample, mode="train")
         self._check_finite(losses["loss"], batch)
-        if self.args.using_apex:
-            with self._apex_amp.scale_loss(losses["loss"], self.optimizer) as scaled:
-                scaled.backward()
-        else:
-            self.scaler.scale(losses["loss"]).backward()
-            self.scaler.unscale_(self.optimizer)
+        self.scaler.scale(losses["loss"]).backward()
+        self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.trainable, clip, norm_type=2)
         self.scaler.step(self.optimizer)
         self.scaler.update()

@@ -7,6 +7,7 @@ from models.context_encoder import ResnetEncoder
 from models.cost_volume import build_cost_volume
 from models.hybrid_decoder import DepthHybridDecoder
 from models.layers import conv_bn_3d, conv_bn_relu_3d
+from models import precision
 from models.losses import multiscale_depth_loss
 from models.matching_feature import FEATURE_CHANNELS, MatchingFeatureNet
 from utils.geometry import relative_pose, scale_intrinsics
@@ -41,6 +42,9 @@ class DepthNetHybrid(nn.Module):
         self.ndepths, self.depth_min, self.depth_max = ndepths, depth_min, depth_max
         self.depth_interval = (depth_max - depth_min) / (ndepths - 1)
         self.IF_EST_transformer = IF_EST_transformer
+        # Autocast dtype the model applies itself (None: float32, or the caller's autocast);
+        # models/precision.py says which parts stay float32.
+        self.amp_dtype = None
         self.register_buffer("depth_cands", depth_min + self.depth_interval * torch.arange(
             ndepths, dtype=torch.float32), persistent=False)
 
@@ -54,8 +58,26 @@ class DepthNetHybrid(nn.Module):
         self.pre1 = conv_bn_relu_3d(c, c, 3, 1, 1)
         self.pre2 = conv_bn_3d(c, c, 3, 1, 1)
 
+    def parameters_without_gradient(self, num_frames: int) -> list[str]:
+        """Names of the trainable parameters that a training forward of ``num_frames``-frame
+        windows can never give a gradient.
+
+        ``key_layer`` feeds only the EST attention between targets (training runs without
+        memory): without the transformer, or with a single target (``num_frames == 3``), no
+        key is ever attended to. Everything else that requires a gradient gets one
+        (tests/test_model.py checks this list against a backward pass).
+        """
+        attends = self.IF_EST_transformer and num_frames - 2 > 1
+        if attends:
+            return []
+        return [name for name, p in self.named_parameters()
+                if p.requires_grad and name.startswith("CostRegNet.key_layer.")]
+
     def fuse_pair(self, pair_ncdhw: torch.Tensor) -> torch.Tensor:
         """Learned fusion of one (reference, warped source) feature pair."""
+        return precision.run("cost_fusion", self._fuse_pair, pair_ncdhw)
+
+    def _fuse_pair(self, pair_ncdhw: torch.Tensor) -> torch.Tensor:
         x = self.pre0(pair_ncdhw)
         return x + self.pre2(self.pre1(x))
 
@@ -72,14 +94,21 @@ class DepthNetHybrid(nn.Module):
             (outputs, new_costs, new_cam_poses) with the official keys and memory format.
         """
         check_inputs(imgs, cam_poses, cam_intr)
+        with precision.autocast(imgs.device.type, self.amp_dtype):
+            return self._predict(imgs, cam_poses, cam_intr, memory, use_est)
+
+    def _predict(self, imgs, cam_poses, cam_intr, memory, use_est):
         if use_est is None:
             use_est = memory is not None
         use_est = use_est and self.IF_EST_transformer
         imgs = 2 * (imgs / 255.0) - 1
         b, n, _, h, w = imgs.shape
         t = n - 2
-        matching = self.matchingFeature(imgs.flatten(0, 1)).unflatten(0, (b, n))
-        context_feats = self.semanticFeature(imgs[:, 1:1 + t].flatten(0, 1))
+        # models/precision.py says which parts run in reduced precision under autocast.
+        matching = precision.run("matching", self.matchingFeature,
+                                 imgs.flatten(0, 1)).unflatten(0, (b, n))
+        context_feats = precision.run("context", self.semanticFeature,
+                                      imgs[:, 1:1 + t].flatten(0, 1))
         K_quarter = scale_intrinsics(cam_intr, 1.0 / MATCHING_STRIDE)
         planes = self.depth_cands.to(imgs.dtype)[None]
 
@@ -114,8 +143,8 @@ class DepthNetHybrid(nn.Module):
             return outputs, new_costs, new_poses
         gt, mask = _target_ground_truth(sample, imgs.shape[1])
         if mode == "train":
-            return outputs, multiscale_depth_loss(outputs, gt, mask, self.depth_min,
-                                                  self.depth_max)
+            return outputs, precision.run("loss", multiscale_depth_loss, outputs, gt, mask,
+                                          self.depth_min, self.depth_max)
         return outputs, window_metrics(outputs, gt, mask, scales=(0, 2))
 
 

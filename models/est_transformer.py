@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from models import precision
 from models.layers import Conv3d
 
 
@@ -38,7 +39,8 @@ class EpipolarTransformer(nn.Module):
     def forward(self, target_key, target_value, warped_keys, warped_values):
         """Returns the fused value ``u * h + (1 - u) * tanh(candidate)``, ``[B, C, D, H, W]``."""
         # Without another view the official cell starts from h = 0.
-        h = (attend(target_key, warped_keys, warped_values) if warped_keys
+        h = (precision.run("attention", attend, target_key, warped_keys, warped_values)
+             if warped_keys
              else torch.zeros_like(target_value))
         reset, update = self.gate_conv(torch.cat([target_value, h], dim=1)).chunk(2, dim=1)
         r = torch.sigmoid(self.reset_gate_norm(reset))

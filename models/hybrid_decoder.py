@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import precision
 from models.est_transformer import EpipolarTransformer
 from models.layers import Conv3d, ConvBlock, conv_bn_relu_3d, conv_bn_tanh_3d
 from utils.geometry import full_precision, warp_volume
@@ -109,7 +110,7 @@ class DepthHybridDecoder(nn.Module):
 
     def key_value(self, cost_ncdhw: torch.Tensor, context_ndhw: torch.Tensor):
         """Matching volume + context channel -> (key, value), each ``[N, 16, D, H, W]``."""
-        matching = self.dres1(self.dres0(cost_ncdhw))
+        matching = precision.run("cost_filter", lambda x: self.dres1(self.dres0(x)), cost_ncdhw)
         x = self.dres2(torch.cat([context_ndhw.unsqueeze(1), matching], dim=1))
         return self.key_layer(x), self.value_layer(x)
 
@@ -139,17 +140,20 @@ class DepthHybridDecoder(nn.Module):
                 warped_values.append(warped[:, KEY_CHANNELS:])
             values[i] = self.epipolar_transformer(keys[i], values[i], warped_keys, warped_values)
             # One head call per target: in training its batch-norm statistics are per target.
-            fused_logits.append(self.stereo_head1(values[i]).squeeze(1))
+            fused_logits.append(head_logits(self.stereo_head1, values[i]))
         return values[:num_targets], fused_logits
 
     def refine(self, context_ndhw, logits_ndhw, feats):
         """Scale-2 logits + context -> (depth at 1/2 upsampled x2, depth at full resolution)."""
         x = self.upconv_1_0(torch.cat([context_ndhw, F.relu(logits_ndhw)], dim=1))
         x = self._up_block(x, lambda t: t, self.upconv_1_1, feats[0])
-        depth_s1 = upsample2(self.depth_max * torch.sigmoid(self.dispconv_1(x)))
+        depth_s1 = upsample2(precision.run("disparity", self._to_depth, self.dispconv_1, x))
         x = self._up_block(x, self.upconv_0_0, self.upconv_0_1, None)
-        depth_s0 = self.depth_max * torch.sigmoid(self.dispconv_0(x))
+        depth_s0 = precision.run("disparity", self._to_depth, self.dispconv_0, x)
         return depth_s1, depth_s0
+
+    def _to_depth(self, dispconv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return self.depth_max * torch.sigmoid(dispconv(x))
 
     def forward(self, cost_volumes: list, feats: list, world_T_cams: list, K_b33: torch.Tensor,
                 depth_planes_d: torch.Tensor, depth_min: float, depth_interval: float,
@@ -171,8 +175,9 @@ class DepthHybridDecoder(nn.Module):
         outputs = {}
         context = self.context_volume(feats)
         key, value = self.key_value(torch.stack(cost_volumes, dim=1).flatten(0, 1), context)
-        init_depth, init_prob = depth_from_logits(self.stereo_head0(value).squeeze(1),
-                                                  depth_planes_d)
+        init_depth, init_prob = precision.run("depth_softmax", depth_from_logits,
+                                              head_logits(self.stereo_head0, value),
+                                              depth_planes_d)
         _store(outputs, lambda i: ("depth", i, 3), init_depth, b)
         _store(outputs, lambda i: ("init_prob", i), init_prob, b)
 
@@ -188,8 +193,9 @@ class DepthHybridDecoder(nn.Module):
                                              depth_interval)
             logits = torch.stack(logits, dim=1).flatten(0, 1)
         else:
-            logits = self.stereo_head1(value).squeeze(1)
-        fused_depth, fused_prob = depth_from_logits(logits, depth_planes_d)
+            logits = head_logits(self.stereo_head1, value)
+        fused_depth, fused_prob = precision.run("depth_softmax", depth_from_logits, logits,
+                                                depth_planes_d)
         _store(outputs, lambda i: ("depth", i, 2), fused_depth, b)
         _store(outputs, lambda i: ("fused_prob", i), fused_prob, b)
 
@@ -197,11 +203,19 @@ class DepthHybridDecoder(nn.Module):
         _store(outputs, lambda i: ("depth", i, 1), depth_s1, b)
         _store(outputs, lambda i: ("depth", i, 0), depth_s0, b)
 
-        new_costs = {"keys": [keys[num - 1].detach()], "values": [values[num - 1].detach()]}
+        # The memory is an output too: float32 under autocast (a no-op in float32).
+        new_costs = {"keys": [keys[num - 1].detach().float()],
+                     "values": [values[num - 1].detach().float()]}
         # Official quirk, kept for the same reason as official_src_T_ref: the memory's pose
         # is the last of the memory-extended pose list, i.e. with memory the pose of the
         # newest memory given, not of the last target (whose key and value are returned).
         return outputs, new_costs, poses[-1:]
+
+
+def head_logits(stereo_head: nn.Sequential, value_ncdhw: torch.Tensor) -> torch.Tensor:
+    """``[N, D, H, W]`` plane logits of a stereo head (its 1-channel conv in float32)."""
+    x = stereo_head[0](value_ncdhw)
+    return precision.run("logits", stereo_head[1], x).squeeze(1)
 
 
 def _per_target(x_n: torch.Tensor, batch: int) -> list:

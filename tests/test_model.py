@@ -180,3 +180,27 @@ def test_cpu_conv3d_equals_torch_conv3d_forward_and_backward(shape, kernel):
     y2.square().sum().backward()
     torch.testing.assert_close(x1.grad, x2.grad, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(ours.weight.grad, ref.weight.grad, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.slow  # four training backward passes, ~20 s CPU each
+@pytest.mark.parametrize("est", [True, False], ids=["est_on", "est_off"])
+@pytest.mark.parametrize("frames", [3, 5])
+def test_every_trainable_parameter_receives_a_gradient(est, frames):
+    """A training backward reaches exactly the parameters the model does not list as
+    gradient-less for its configuration (what DDP relies on without find_unused_parameters)."""
+    torch.manual_seed(0)
+    model = DepthNetHybrid(ndepths=4, depth_min=0.5, depth_max=5.0, resnet=18,
+                           IF_EST_transformer=est)
+    unused = set(model.parameters_without_gradient(frames))
+    assert bool(unused) == (not est or frames == 3)
+    g = torch.Generator().manual_seed(1)
+    imgs = torch.rand(1, frames, 3, 128, 128, generator=g) * 255
+    poses = torch.eye(4).repeat(1, frames, 1, 1)
+    poses[..., 0, 3] = 0.05 * torch.arange(frames)
+    intr = torch.tensor([[[100.0, 0, 63.5], [0, 100.0, 63.5], [0, 0, 1]]])
+    dmaps = 1 + 3 * torch.rand(1, frames, 1, 128, 128, generator=g)
+    _, losses = model.train()(imgs, poses, intr, {"dmaps": dmaps, "dmasks": dmaps > 0},
+                              mode="train")
+    losses["loss"].backward()
+    no_grad = {n for n, p in model.named_parameters() if p.requires_grad and p.grad is None}
+    assert no_grad == unused

@@ -1,5 +1,6 @@
 """Process-group setup for torchrun/DDP, rank-aware helpers and a resumable sampler."""
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -45,6 +46,10 @@ def init_distributed(device_name: str) -> DistEnv:
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if world_size > 1 and device_name.startswith("cuda:"):
+        raise ValueError(f"--device {device_name} with {world_size} processes would put every "
+                         f"rank on one GPU; each rank uses the GPU of its LOCAL_RANK: pass "
+                         f"--device cuda (or auto), and choose GPUs with CUDA_VISIBLE_DEVICES")
     device = resolve_device(device_name, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -57,6 +62,26 @@ def init_distributed(device_name: str) -> DistEnv:
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def barrier(env: DistEnv) -> None:
+    """Wait for every rank (nothing without a process group)."""
+    if env.distributed:
+        dist.barrier(device_ids=[env.device.index] if env.device.type == "cuda" else None)
+
+
+@contextlib.contextmanager
+def main_process_first(env: DistEnv):
+    """Rank 0 runs the block first (e.g. builds a cache on disk); the others wait at a
+    barrier, then run it (reading what rank 0 wrote)."""
+    if not env.is_main:
+        barrier(env)
+        yield
+        return
+    try:
+        yield
+    finally:  # also on an error, so that the others fail on their own instead of hanging
+        barrier(env)
 
 
 def all_true(flag: bool, env: DistEnv) -> bool:

@@ -44,7 +44,7 @@ from datasets.seven_scenes import TEST_LIST as SEVEN_SCENES_TEST_LIST
 from datasets.seven_scenes import SevenScenesSequence, is_sequence_dir, list_sequences
 from datasets.io import listed_dirs
 from datasets.windows import joint_windows, sliding_windows
-from models import DepthNetHybrid
+from models import DepthNetHybrid, precision
 from models.memory import MemoryBuffer
 from utils import metrics as metrics_mod
 from utils.checkpoint import load_model_state, read_checkpoint
@@ -387,6 +387,7 @@ def run_identity(args, protocol: Protocol) -> tuple[str, dict]:
         "outputs": enabled_kinds(args),
         "save_images": bool(args.save_images),
         "save_dtype": args.save_dtype,
+        **({"amp": args.amp} if args.amp != "none" else {}),
     }
     text = json.dumps(hashed, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16], hashed
@@ -538,6 +539,8 @@ def run_evaluation(args, protocol: Protocol) -> dict:
                  protocol.name, len(scenes), run_dir, config_hash, device)
 
         model = build_model(args, device, ckpt)
+        model.amp_dtype = precision.amp_dtype(args.amp)
+        precision.configure_tf32(args.allow_tf32)
         del ckpt
         summary = {}
         for name, _ in scenes:

@@ -1,0 +1,141 @@
+"""The CUDA path: fixture replay, mixed-precision bounds, AMP training steps, SyncBatchNorm,
+ESTM evaluation against the CPU, and 2-GPU NCCL training. Skipped without a GPU.
+
+    ESTDEPTH_SHARED=../shared python -m pytest -q tests/test_cuda.py
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import eval_hybrid_seq
+import train_hybrid
+from datasets.synthetic import generate
+from models import precision
+from tests.test_distributed import CONFIGS, GRAD_RTOL, changed_parameters_after_steps, torchrun
+from tests.test_precision import (BOUNDS, assert_float32_outputs, assert_within_bounds,
+                                  depth_errors, fixture_model, recorded_outputs, replay)
+from tests.test_reference import DEPTH_TOL, PROB_TOL
+from utils import distributed as dist_utils
+from utils.checkpoint import save_checkpoint
+from utils.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="no CUDA GPU on this machine (torch.cuda.is_available() "
+                                       "is False)")
+
+
+@pytest.fixture(autouse=True)
+def float32_convolutions():
+    """TF32 off (the evaluation default) for every test here; restored afterwards."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    precision.configure_tf32(False)
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, layout="scannet", scenes=1, frames=30, height=128, width=128, seed=3,
+             val=0, test=0, workers=1)
+    return root
+
+
+def _train_args(data, logdir, *extra):
+    return ["--dataset", "synthetic", "--datapath", str(data), "--logdir", str(logdir),
+            "--device", "cuda", "--height", "128", "--width", "128", "--resnet", "18",
+            "--ndepths", "8", "--depth_min", "0.5", "--depth_max", "6", "--seq_len", "5",
+            "--frame_interval", "2", "--num_workers", "0", "--lr", "1e-3",
+            "--warmup_iters", "0", "--loss_scale", "128", *extra]
+
+
+def test_fixture_replay_in_float32_matches_the_official_outputs(reference):
+    outputs, _ = replay(fixture_model(reference, "cuda"), reference)
+    for got, want in zip(outputs, recorded_outputs(reference)):
+        for key, value in want.items():
+            tol = DEPTH_TOL if key[0] == "depth" else PROB_TOL
+            err = (got[key].cpu() - value).abs().max().item()
+            assert err <= tol, f"{key}: max abs error {err:.2e} > {tol:.0e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_mixed_precision_stays_within_the_bounds(reference, dtype):
+    if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    outputs, memories = replay(fixture_model(reference, "cuda"), reference, dtype)
+    assert_float32_outputs(outputs, memories)
+    figures = depth_errors(outputs, recorded_outputs(reference))
+    print(f"{dtype} on {torch.cuda.get_device_name()}: {figures}")
+    assert_within_bounds(figures, dtype)
+    assert set(BOUNDS) == {torch.float16, torch.bfloat16}
+
+
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_one_mixed_precision_training_step(tiny_set, tmp_path, amp):
+    args = load_config("train", _train_args(tiny_set, tmp_path / amp, "--amp", amp))
+    trainer = train_hybrid.Trainer(args, dist_utils.init_distributed("cuda"))
+    assert trainer.scaler.is_enabled() == (amp == "fp16")
+    trainable, changed = changed_parameters_after_steps(trainer, steps=1)
+    assert trainable == changed
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_sync_batch_norm_on_one_gpu_trains_every_parameter(tiny_set, tmp_path, monkeypatch):
+    """--sync_bn in a process group of one: SyncBatchNorm modules, and every trainable
+    parameter (batch norm included) changes, i.e. the optimizer holds the converted model's
+    parameters."""
+    import torch.distributed as dist
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    dist.init_process_group("nccl", rank=0, world_size=1)
+    try:
+        args = load_config("train", _train_args(tiny_set, tmp_path / "sync", "--sync_bn", "True",
+                                                "--using_apex", "True", "--opt_level", "O1"))
+        trainer = train_hybrid.Trainer(args, dist_utils.init_distributed("cuda"))
+        kinds = {type(m) for m in trainer.model.modules()}
+        assert torch.nn.SyncBatchNorm in kinds
+        assert not {torch.nn.BatchNorm2d, torch.nn.BatchNorm3d} & kinds
+        trainable, changed = changed_parameters_after_steps(trainer, steps=2)
+        assert any("bn" in n or n.endswith(".1.weight") for n in trainable)
+        assert trainable == changed
+    finally:
+        dist.destroy_process_group()
+
+
+def test_estm_evaluation_on_cuda_equals_the_cpu(reference, redkitchen, tmp_path):
+    cfg = reference["config"]
+    ckpt = tmp_path / "reference.ckpt"
+    save_checkpoint(str(ckpt), fixture_model(reference))
+    depths = {}
+    for device in ("cpu", "cuda"):
+        eval_hybrid_seq.main([
+            "--height", str(cfg["height"]), "--width", str(cfg["width"]), "--device", device,
+            "--log_level", "WARNING", "--resnet", str(cfg["resnet"]), "--ndepths",
+            str(cfg["ndepths"]), "--depth_min", str(cfg["depth_min"]), "--depth_max",
+            str(cfg["depth_max"]), "--eval_dataset", "7scenes", "--datapath", str(redkitchen),
+            "--frame_interval", "9", "--loadckpt", str(ckpt), "--evalpath",
+            str(tmp_path / device), "--save_images", "False", "--metrics", "False"])
+        scene = tmp_path / device / "estm" / "redkitchen" / "seq-sample"
+        depths[device] = {p.relative_to(scene): np.load(p) for p in sorted(scene.rglob("*.npy"))}
+    assert depths["cpu"].keys() == depths["cuda"].keys() and len(depths["cpu"]) == 8
+    for name, cpu in depths["cpu"].items():
+        err = np.abs(depths["cuda"][name] - cpu).max()
+        assert err <= DEPTH_TOL, f"{name}: max |cuda - cpu| {err:.2e} m > {DEPTH_TOL}"
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_torchrun_two_gpus_nccl(tmp_path):
+    run = torchrun(ROOT / "tests" / "ddp_worker.py", "--out", tmp_path, "--device", "cuda")
+    assert run.returncode == 0, run.stderr[-4000:]
+    for config in CONFIGS:
+        result = json.loads((tmp_path / f"{config}.json").read_text())
+        assert result["replicas_in_sync"] and result["same_parameters_with_grad"], config
+        # cuDNN picks other algorithms for batch 1 and 2: allow a little more than on CPU.
+        assert result["max_grad_diff"] <= 10 * GRAD_RTOL * result["max_grad"], (config, result)
