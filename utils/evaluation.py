@@ -46,6 +46,7 @@ from datasets.io import listed_dirs
 from datasets.windows import joint_windows, sliding_windows
 from models import DepthNetHybrid
 from models.depthnet import check_inputs
+from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
 from utils import metrics as metrics_mod
 from utils.checkpoint import load_checkpoint
@@ -216,7 +217,9 @@ class FrameFeatureCache:
 
     def __init__(self, model: DepthNetHybrid, windows: list):
         self.model = model
+        # The last window that needs a frame's matching / context (targets) features.
         self.last_use = {i: k for k, window in enumerate(windows) for i in window}
+        self.last_target = {i: k for k, window in enumerate(windows) for i in window[1:-1]}
         self.matching: dict = {}
         self.context: dict = {}
 
@@ -249,8 +252,8 @@ class FrameFeatureCache:
 
     def release(self, k: int) -> None:
         """Forget the frames no window after the ``k``-th uses."""
-        for store in (self.matching, self.context):
-            for i in [i for i in store if self.last_use[i] <= k]:
+        for store, last in ((self.matching, self.last_use), (self.context, self.last_target)):
+            for i in [i for i in store if last[i] <= k]:
                 del store[i]
 
 
@@ -487,7 +490,8 @@ def run_evaluation(args, protocol: Protocol) -> dict:
     log.info("%s evaluation of %d scene(s) into %s (configuration %s, device %s)",
              protocol.name, len(scenes), run_dir, config_hash, device)
 
-    model = build_model(args, device)
+    model = prepare_for_inference(build_model(args, device), fold_bn=args.fold_bn,
+                                  compile=args.compile)
     summary = {}
     for name, folder in scenes:
         scene_dir = run_dir / name
