@@ -74,10 +74,19 @@ class DepthNetHybrid(nn.Module):
         check_inputs(imgs, cam_poses, cam_intr)
         b, n = imgs.shape[:2]
         imgs = normalize_images(imgs)
-        matching = self.matchingFeature(imgs.flatten(0, 1)).unflatten(0, (b, n))
-        context_feats = self.semanticFeature(imgs[:, 1:n - 1].flatten(0, 1))
-        return self.decode(list(matching.unbind(1)), context_feats, cam_poses, cam_intr,
-                           memory, use_est)
+        if self.training:
+            matching = list(self.matchingFeature(imgs.flatten(0, 1)).unflatten(0, (b, n))
+                            .unbind(1))
+            context_feats = self.semanticFeature(imgs[:, 1:n - 1].flatten(0, 1))
+        else:
+            # One frame at a time: convolution libraries choose kernels by batch size, so a
+            # frame's features would otherwise change in the last bits with the batch they
+            # were computed in; this way the evaluation's per-frame feature cache
+            # (utils.evaluation.FrameFeatureCache) reproduces this call bit for bit.
+            matching = [self.matchingFeature(imgs[:, i]) for i in range(n)]
+            per_target = [self.semanticFeature(imgs[:, i]) for i in range(1, n - 1)]
+            context_feats = [torch.stack(maps, dim=1).flatten(0, 1) for maps in zip(*per_target)]
+        return self.decode(matching, context_feats, cam_poses, cam_intr, memory, use_est)
 
     def matching_features(self, imgs_n3hw: torch.Tensor) -> torch.Tensor:
         """Per-frame matching features ``[N, 32, H/4, W/4]`` of images in 0..255.

@@ -227,23 +227,19 @@ class FrameFeatureCache:
         """``(matching per frame, context maps of the targets)`` for :meth:`decode`.
 
         ``imgs_n3hw`` (host) holds the window's images; only frames without cached
-        features are copied to ``device`` and run through the feature nets, in one batch.
+        features are copied to ``device`` and run through the feature nets, one frame at a
+        time as the model's own eval forward does (bit-identical features).
         """
         targets = window[1:-1]
-        need_matching = [p for p, i in enumerate(window) if i not in self.matching]
-        need_context = [p for p in range(1, len(window) - 1) if window[p] not in self.context]
-        needed = sorted(set(need_matching) | set(need_context))
-        if needed:
-            imgs = to_device(imgs_n3hw[needed], device)
-            where = {p: j for j, p in enumerate(needed)}
-            if need_matching:
-                feats = self.model.matching_features(imgs[[where[p] for p in need_matching]])
-                for j, p in enumerate(need_matching):
-                    self.matching[window[p]] = feats[j:j + 1]
-            if need_context:
-                feats = self.model.context_features(imgs[[where[p] for p in need_context]])
-                for j, p in enumerate(need_context):
-                    self.context[window[p]] = [f[j:j + 1] for f in feats]
+        for p, i in enumerate(window):
+            is_target = 0 < p < len(window) - 1
+            if i in self.matching and (i in self.context or not is_target):
+                continue
+            img = to_device(imgs_n3hw[p:p + 1], device)
+            if i not in self.matching:
+                self.matching[i] = self.model.matching_features(img)
+            if is_target and i not in self.context:
+                self.context[i] = self.model.context_features(img)
         matching = [self.matching[i] for i in window]
         per_target = [self.context[i] for i in targets]
         context = [maps[0] if len(targets) == 1 else torch.cat(maps)
