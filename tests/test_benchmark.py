@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+
 import benchmark
 from datasets.synthetic import generate
 
@@ -41,3 +43,15 @@ def test_benchmark_profile_sequence_and_loader(tmp_path, capsys):
     assert results["loader"]["samples"] == 3 and results["loader"]["samples_per_s"] > 0
     printed = capsys.readouterr().out
     assert "where an ESTM window's time goes" in printed and "training loader" in printed
+
+
+def test_training_loader_gives_contiguous_float_images(tmp_path):
+    from datasets.scannet import ScanNetTrainDataset
+
+    generate(tmp_path, "scannet", scenes=1, frames=12, height=120, width=160, seed=0, val=0,
+             test=0, workers=1)
+    ds = ScanNetTrainDataset(tmp_path, tmp_path / "splits" / "train_split.txt", height=128,
+                             width=160, frame_interval=1, intrinsics="scene")
+    imgs = ds[0]["imgs"]
+    assert imgs.shape == (5, 3, 128, 160) and imgs.dtype == torch.float32
+    assert imgs.is_contiguous()  # no second copy before the first convolution or pinning
