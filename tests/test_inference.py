@@ -175,3 +175,21 @@ def test_fast_path_replays_the_official_fixture(reference):
     loop = infer_windows(model, seq, windows, MemoryBuffer(2), cache_features=True)
     for s, (_, _, outputs) in enumerate(loop):
         _assert_outputs_match(outputs, expected[s], f"estm {s}")
+
+
+def test_window_decode_never_waits_for_the_device(model, sequence, monkeypatch):
+    """No ``.item()``, no truth value of a tensor, no checked inverse (each makes the host
+    wait for a GPU) while a window is decoded: checked on the CPU by making them raise."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("host-device synchronisation in the inner loop")
+
+    decode = DepthNetHybrid.decode
+
+    def guarded(self, *args, **kwargs):
+        with monkeypatch.context() as m:
+            for name in ("item", "__bool__", "tolist"):
+                m.setattr(torch.Tensor, name, forbidden)
+            m.setattr(torch.linalg, "inv", forbidden)
+            return decode(self, *args, **kwargs)
+    monkeypatch.setattr(DepthNetHybrid, "decode", guarded)
+    assert len(_run(model, sequence, estm_protocol(), cache_features=True)) == 3
