@@ -1,95 +1,358 @@
-"""Time ESTDepth on this machine: an ESTM window, a Joint window and a training step.
+"""Time ESTDepth on this machine: inference windows, a training step, the loader, long runs.
 
-    python benchmark.py                        # the paper's configuration (ResNet-50, 64 planes, 256x320)
+    python benchmark.py                                # the paper's configuration (ResNet-50, 64 planes, 256x320)
     python benchmark.py --device cpu --resnet 18 --ndepths 16 --height 128 --width 160
+    python benchmark.py --threads 1 --cpu_time true --fast false --out before.json
+    python benchmark.py --threads 1 --cpu_time true --compare before.json
+    python benchmark.py --measure "" --loader true --loader_workers 4
+    python benchmark.py --measure "" --sequence 1000 --height 128 --width 128 --resnet 18
 
-Inputs are random (timings do not depend on the pixels). Prints the median time of
-``--iters`` repetitions, and the peak GPU memory on CUDA.
+ESTM and Joint windows run through the evaluation loop (``utils.evaluation.infer_windows``)
+on a synthetic sequence with random images and a sideways camera motion (timings do not
+depend on the pixels), so a window's time is what the evaluation spends per window in the
+steady state, memory included. ``--fast false`` runs the official per-window forward
+instead (the baseline). Every measurement reports the median, min, max and standard
+deviation over ``--iters`` repetitions after ``--warmup`` untimed ones.
 """
 
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
 import statistics
+import tempfile
 import time
+from contextlib import contextmanager, nullcontext
 
 import torch
 
 from models import DepthNetHybrid
+from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
 from utils.config import load_config
 from utils.distributed import resolve_device
+from utils.evaluation import estm_protocol, infer_windows, joint_protocol
+from utils.io import save_json
 
 AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+MEASURES = ("estm", "joint", "train")
+LABELS = {"estm_window": "ESTM window (3 frames, 1 target, 2 memories)",
+          "joint_window": "Joint window (5 frames, 3 targets, 1 memory)",
+          "train_step": "training step (5 frames, forward + backward)"}
+
+
+# ----------------------------------------------------------------------- timing
+class Timer:
+    """Wall-clock or process CPU time; waits for the GPU before each reading."""
+
+    def __init__(self, device: torch.device, cpu_time: bool):
+        self.device, self.cpu_time = device, cpu_time
+
+    def now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.process_time() if self.cpu_time else time.perf_counter()
+
+
+def summarize(seconds: list) -> dict:
+    """Median and spread of repeated timings."""
+    return {"median_s": statistics.median(seconds), "min_s": min(seconds),
+            "max_s": max(seconds),
+            "stdev_s": statistics.stdev(seconds) if len(seconds) > 1 else 0.0,
+            "reps": len(seconds)}
+
+
+def rss_gib() -> dict:
+    """Current and peak resident memory of this process, GiB."""
+    current = 0.0
+    try:
+        with open("/proc/self/statm") as f:
+            current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
+    except (OSError, ValueError):
+        pass  # not Linux: only the peak
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+    return {"rss_gib": current, "peak_rss_gib": peak}
+
+
+# ------------------------------------------------------------------------ inputs
+class RandomSequence:
+    """A sequence of ``n`` frames, each made on demand (nothing kept per frame), in the
+    layout of :class:`datasets.sequence.FrameSequence` items."""
+
+    def __init__(self, n: int, height: int, width: int, seed: int = 0):
+        self.n, self.height, self.width, self.seed = n, height, width, seed
+        self.K = torch.tensor([[0.9 * width, 0, width / 2 - 0.5],
+                               [0, 0.9 * width, height / 2 - 0.5], [0, 0, 1.0]])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        pose = torch.eye(4)
+        pose[0, 3] = 0.05 * i
+        return {"img": torch.rand(3, self.height, self.width, generator=g) * 255,
+                "cam_pose": pose, "cam_intr": self.K.clone(), "dmap": None, "dmask": None,
+                "img_path": f"{i}.jpg", "frame_id": i}
 
 
 def random_window(frames: int, height: int, width: int, device):
-    """A window of random images with a small sideways camera motion."""
-    imgs = torch.rand(1, frames, 3, height, width, device=device) * 255
-    poses = torch.eye(4, device=device).repeat(1, frames, 1, 1)
-    poses[..., 0, 3] = 0.1 * torch.arange(frames, device=device)
-    K = torch.tensor([[0.9 * width, 0, width / 2 - 0.5], [0, 0.9 * width, height / 2 - 0.5],
-                      [0, 0, 1]], device=device)[None]
+    """A training window: random images, a sideways camera motion, random depth."""
+    seq = RandomSequence(frames, height, width)
+    items = [seq[i] for i in range(frames)]
+    imgs = torch.stack([it["img"] for it in items])[None].to(device)
+    poses = torch.stack([it["cam_pose"] for it in items])[None].to(device)
     depth = 1 + 3 * torch.rand(1, frames, 1, height, width, device=device)
-    return imgs, poses, K, {"dmaps": depth, "dmasks": depth > 0}
+    return imgs, poses, seq.K[None].to(device), {"dmaps": depth, "dmasks": depth > 0}
 
 
-def timed(fn, iters: int, device) -> float:
-    """Median seconds of ``fn()`` over ``iters`` runs, after two untimed ones."""
-    times = []
-    for i in range(iters + 2):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+# ---------------------------------------------------------------- measurements
+def timed_windows(model, protocol, reps: int, warmup: int, args, timer, autocast,
+                  on_first_timed=None) -> list:
+    """Seconds of each of ``reps`` windows after the memory is full and ``warmup`` more."""
+    skip = protocol.memory_size + warmup
+    probe = protocol.windows(10 ** 4)
+    n_windows = skip + reps
+    frames = probe[n_windows - 1][-1] + 1
+    seq = RandomSequence(frames, args.height, args.width)
+    memory = MemoryBuffer(protocol.memory_size) if model.IF_EST_transformer else None
+    loop = infer_windows(model, seq, probe[:n_windows], memory, cache_features=args.fast)
+    seconds = []
+    with autocast():
+        for k in range(n_windows):
+            if k == skip and on_first_timed is not None:
+                on_first_timed()
+            start = timer.now()
+            next(loop)
+            if k >= skip:
+                seconds.append(timer.now() - start)
+    return seconds
+
+
+def timed_train_steps(model, reps: int, warmup: int, args, device, timer, autocast) -> list:
+    imgs, poses, K, sample = random_window(5, args.height, args.width, device)
+    model.train()
+    seconds = []
+    for k in range(warmup + reps):
+        start = timer.now()
+        model.zero_grad(set_to_none=True)
+        with autocast():
+            _, losses = model(imgs, poses, K, sample, mode="train")
+        losses["loss"].backward()
+        if k >= warmup:
+            seconds.append(timer.now() - start)
+    return seconds
+
+
+def profiled_parts(model) -> dict:
+    """The modules a window's time is attributed to (no module inside another)."""
+    parts = {name: getattr(model, name) for name in
+             ("matchingFeature", "semanticFeature", "pre0", "pre1", "pre2")}
+    for name, child in model.CostRegNet.named_children():
+        parts[f"CostRegNet.{name}"] = child
+    return parts
+
+
+@contextmanager
+def module_timer(parts: dict, timer: Timer, totals: dict):
+    """Accumulate each part's forward time into ``totals`` (hooks; nested calls excluded)."""
+    starts, handles = {}, []
+    for name, module in parts.items():
+        def pre(_m, _a, name=name):
+            starts[name] = timer.now()
+
+        def post(_m, _a, _o, name=name):
+            totals[name] = totals.get(name, 0.0) + timer.now() - starts.pop(name)
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    try:
+        yield totals
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def profile_estm(model, args, timer, autocast) -> dict:
+    """Share of an ESTM window's time per module, over ``--iters`` steady windows."""
+    totals: dict = {}
+    with module_timer(profiled_parts(model), timer, totals):
+        windows = timed_windows(model, estm_protocol(), args.iters, args.warmup, args, timer,
+                                autocast, on_first_timed=totals.clear)
+    total = sum(windows)
+    parts = dict(totals)
+    parts["other (geometry, warps, softmax, copies)"] = max(0.0, total - sum(parts.values()))
+    return {name: {"s_per_window": t / args.iters, "share": t / total}
+            for name, t in sorted(parts.items(), key=lambda kv: -kv[1])}
+
+
+def run_sequence(model, args, timer, autocast) -> dict:
+    """ESTM over ``--sequence`` frames: per-frame time and RSS after 100 frames and at the end."""
+    n = args.sequence
+    protocol = estm_protocol()
+    seq = RandomSequence(n, args.height, args.width)
+    windows = protocol.windows(n)
+    memory = MemoryBuffer(protocol.memory_size) if model.IF_EST_transformer else None
+    checkpoints = sorted({min(100, n), n})
+    seconds, report = [], {}
+    span = max(1, min(50, len(windows) // 4))
+    with autocast():
+        loop = infer_windows(model, seq, windows, memory, cache_features=args.fast)
+        for k in range(len(windows)):
+            start = timer.now()
+            next(loop)
+            seconds.append(timer.now() - start)
+            frames_seen = windows[k][-1] + 1
+            if frames_seen in checkpoints or k == len(windows) - 1:
+                recent = seconds[-span:]
+                report[f"after_{frames_seen}_frames"] = {
+                    "frame_s": statistics.median(recent), "windows": len(recent), **rss_gib()}
+    keys = sorted(report, key=lambda k: int(k.split("_")[1]))
+    first, last = report[keys[0]], report[keys[-1]]
+    report["time_ratio"] = last["frame_s"] / first["frame_s"]
+    report["peak_rss_ratio"] = last["peak_rss_gib"] / first["peak_rss_gib"]
+    return report
+
+
+def run_loader(args, train_step_s) -> dict:
+    """Samples/s of the training loader alone (decode, resize, stack) at ``--loader_workers``."""
+    from torch.utils.data import DataLoader
+
+    from datasets.scannet import ScanNetTrainDataset
+    from datasets.synthetic import generate
+
+    tmp = None
+    root = args.loader_data
+    if not root:
+        tmp = tempfile.TemporaryDirectory(prefix="estdepth_loader_")
+        root = tmp.name
+        # ScanNet's own size; 30 frames at interval 1 give 10 windows of 5 frames.
+        generate(root, "scannet", scenes=1, frames=30, height=480, width=640, seed=0, val=0,
+                 test=0, workers=1)
+    try:
+        dataset = ScanNetTrainDataset(root, os.path.join(root, "splits", "train_split.txt"),
+                                      height=args.height, width=args.width, n_frames=5,
+                                      frame_interval=1 if tmp else args.frame_interval,
+                                      intrinsics="scene" if tmp else args.intrinsics)
+        sampler = torch.utils.data.RandomSampler(dataset, replacement=True,
+                                                 num_samples=args.loader_samples + 1)
+        loader = DataLoader(dataset, batch_size=1, sampler=sampler,
+                            num_workers=args.loader_workers, pin_memory=False)
+        batches = iter(loader)
+        next(batches)  # worker start-up is not the steady rate
         start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        count = sum(1 for _ in batches)
+        seconds = time.perf_counter() - start
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    report = {"workers": args.loader_workers, "samples": count, "wall_s": seconds,
+              "samples_per_s": count / seconds}
+    if train_step_s:
+        report["model_samples_per_s"] = 1.0 / train_step_s
+        report["loader_vs_model"] = report["samples_per_s"] * train_step_s
+    return report
+
+
+# ------------------------------------------------------------------------ report
+def print_report(results: dict, before: dict | None) -> None:
+    c = results["config"]
+    print(f"ResNet-{c['resnet']}, {c['ndepths']} planes, {c['height']}x{c['width']}, "
+          f"EST {'on' if c['IF_EST_transformer'] else 'off'}, {c['device']}, amp {c['amp']}, "
+          f"{'fast' if c['fast'] else 'official'} inference path, compile {c['compile']}, "
+          f"torch {c['torch']}, {c['threads']} CPU threads, {c['timer']} time")
+    for key, t in results["timings"].items():
+        line = (f"  {LABELS[key]}: {t['median_s'] * 1e3:9.1f} ms  (min {t['min_s'] * 1e3:.1f}, "
+                f"max {t['max_s'] * 1e3:.1f}, sd {t['stdev_s'] * 1e3:.1f}, n {t['reps']})")
+        old = (before or {}).get("timings", {}).get(key)
+        if old:
+            line += f"   before {old['median_s'] * 1e3:.1f} ms: x{old['median_s'] / t['median_s']:.2f}"
+        print(line)
+    if "profile" in results:
+        print("  where an ESTM window's time goes:")
+        for name, p in results["profile"].items():
+            print(f"    {name:45s} {p['share'] * 100:5.1f}%  {p['s_per_window'] * 1e3:8.1f} ms")
+    if "loader" in results:
+        r = results["loader"]
+        line = f"  training loader, {r['workers']} workers: {r['samples_per_s']:.1f} samples/s"
+        if "loader_vs_model" in r:
+            line += (f" = {r['loader_vs_model']:.1f}x what a training step consumes "
+                     f"({r['model_samples_per_s']:.2f} samples/s)")
+        print(line)
+    if "sequence" in results:
+        for key, r in results["sequence"].items():
+            if key.startswith("after_"):
+                print(f"  ESTM {key.replace('_', ' ')}: {r['frame_s'] * 1e3:.1f} ms/frame, "
+                      f"RSS {r['rss_gib']:.3f} GiB, peak {r['peak_rss_gib']:.3f} GiB")
+        s = results["sequence"]
+        print(f"  end vs 100 frames: time x{s['time_ratio']:.3f}, peak RSS x{s['peak_rss_ratio']:.3f}")
+    for key in ("peak_gpu_memory_gib", "peak_rss_gib"):
+        if key in results:
+            print(f"  {key.replace('_', ' ')}: {results[key]:.2f}")
 
 
 def main(argv=None) -> dict:
     args = load_config("benchmark", argv, description=__doc__)
+    logging.basicConfig(level=getattr(logging, args.log_level, logging.INFO))
+    if args.amp not in AMP:
+        raise ValueError(f"--amp must be one of {sorted(AMP)}, got {args.amp!r}")
+    measures = [m.strip() for m in args.measure.split(",") if m.strip()]
+    unknown = set(measures) - set(MEASURES)
+    if unknown:
+        raise ValueError(f"--measure takes {', '.join(MEASURES)}, got {sorted(unknown)}")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    before = None
+    if args.compare:
+        with open(args.compare) as f:
+            before = json.load(f)
     device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
     dtype = AMP[args.amp]
     model = DepthNetHybrid(ndepths=args.ndepths, depth_min=args.depth_min,
                            depth_max=args.depth_max, resnet=args.resnet,
                            IF_EST_transformer=args.IF_EST_transformer).to(device)
-    autocast = lambda: torch.autocast(device.type, dtype=dtype or torch.float32,  # noqa: E731
-                                      enabled=dtype is not None)
+    infer_model = prepare_for_inference(model, fold_bn=args.fast, compile=args.compile) \
+        if (args.fast or args.compile) else model.eval()
+    timer = Timer(device, args.cpu_time)
 
-    def infer(frames: int, memory_size: int):
-        imgs, poses, K, _ = random_window(frames, args.height, args.width, device)
-        memory = MemoryBuffer(memory_size)
-        with torch.no_grad(), autocast():
-            for _ in range(memory_size):  # fill the memory first
-                memory.push(*model.eval()(imgs, poses, K, None, mode="val")[1:])
-        def run():
-            with torch.no_grad(), autocast():
-                model.eval()(imgs, poses, K, None, *memory.as_inputs(), mode="val")
-        return run
+    def autocast():
+        if dtype is None:
+            return nullcontext()
+        return torch.autocast(device.type, dtype=dtype)
 
-    def train_step():
-        imgs, poses, K, sample = random_window(5, args.height, args.width, device)
-        def run():
-            model.train().zero_grad(set_to_none=True)
-            with autocast():
-                _, losses = model(imgs, poses, K, sample, mode="train")
-            losses["loss"].backward()
-        return run
-
-    results = {"estm_window_s": timed(infer(3, 2), args.iters, device),
-               "joint_window_s": timed(infer(5, 1), args.iters, device),
-               "train_step_s": timed(train_step(), args.iters, device)}
-    print(f"ResNet-{args.resnet}, {args.ndepths} planes, {args.height}x{args.width}, "
-          f"EST {'on' if args.IF_EST_transformer else 'off'}, {device}, amp {args.amp}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    labels = {"estm_window_s": "ESTM window (3 frames, 1 target, 2 memories)",
-              "joint_window_s": "Joint window (5 frames, 3 targets, 1 memory)",
-              "train_step_s": "training step (5 frames, forward + backward)"}
-    for key, label in labels.items():
-        print(f"  {label}: {results[key] * 1e3:8.1f} ms")
+    results = {"config": {"resnet": args.resnet, "ndepths": args.ndepths,
+                          "height": args.height, "width": args.width,
+                          "IF_EST_transformer": args.IF_EST_transformer, "device": str(device),
+                          "amp": args.amp, "fast": args.fast, "compile": args.compile,
+                          "torch": torch.__version__, "threads": torch.get_num_threads(),
+                          "timer": "cpu" if args.cpu_time else "wall"},
+               "timings": {}}
     if device.type == "cuda":
-        results["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
-        print(f"  peak GPU memory: {results['peak_memory_gib']:.2f} GiB")
+        results["config"]["gpu"] = torch.cuda.get_device_name(device)
+    with torch.no_grad():
+        if "estm" in measures:
+            results["timings"]["estm_window"] = summarize(timed_windows(
+                infer_model, estm_protocol(), args.iters, args.warmup, args, timer, autocast))
+        if "joint" in measures:
+            results["timings"]["joint_window"] = summarize(timed_windows(
+                infer_model, joint_protocol(), args.iters, args.warmup, args, timer, autocast))
+        if args.profile:
+            results["profile"] = profile_estm(infer_model, args, timer, autocast)
+        if args.sequence:
+            results["sequence"] = run_sequence(infer_model, args, timer, autocast)
+    if "train" in measures:
+        results["timings"]["train_step"] = summarize(timed_train_steps(
+            model, args.iters, args.warmup, args, device, timer, autocast))
+    if args.loader:
+        step = results["timings"].get("train_step", {}).get("median_s")
+        results["loader"] = run_loader(args, step)
+    results["peak_rss_gib"] = rss_gib()["peak_rss_gib"]
+    if device.type == "cuda":
+        results["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+    print_report(results, before)
+    if args.out:
+        save_json(results, args.out)
     return results
 
 

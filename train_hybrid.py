@@ -211,7 +211,8 @@ class Trainer:
         self.sampler = dist_utils.ResumableSampler(self.dataset, args.batch_size, env, args.seed)
         self.loader = DataLoader(self.dataset, args.batch_size, sampler=self.sampler,
                                  num_workers=args.num_workers, drop_last=True,
-                                 pin_memory=args.pin_m, worker_init_fn=_ignore_stop_signals)
+                                 pin_memory=args.pin_m or env.device.type == "cuda",
+                                 worker_init_fn=_ignore_stop_signals)
         self.iters_per_epoch = self.sampler.num_samples // args.batch_size
         if self.iters_per_epoch == 0:
             raise ValueError(f"{len(self.dataset)} training windows make no batch of "

@@ -287,7 +287,10 @@ class ScanNetTrainDataset(Dataset):
             poses.append(read_pose(files.pose))
             paths.append(str(files.color))
         return {
-            "imgs": torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).to(torch.float32),
+            # One contiguous float32 copy in NCHW (a permuted view would be copied again
+            # by the first convolution and cannot be pinned as is).
+            "imgs": torch.from_numpy(np.ascontiguousarray(
+                np.stack(imgs).transpose(0, 3, 1, 2), dtype=np.float32)),
             "dmaps": torch.from_numpy(np.stack(dmaps))[:, None],
             "dmasks": torch.from_numpy(np.stack(dmasks))[:, None],
             "cam_poses": torch.from_numpy(np.stack(poses)).to(torch.float32),

@@ -94,29 +94,68 @@ class DepthNetHybrid(nn.Module):
             (outputs, new_costs, new_cam_poses) with the official keys and memory format.
         """
         check_inputs(imgs, cam_poses, cam_intr)
+        b, n = imgs.shape[:2]
         with precision.autocast(imgs.device.type, self.amp_dtype):
-            return self._predict(imgs, cam_poses, cam_intr, memory, use_est)
+            imgs = normalize_images(imgs)
+            if self.training:
+                matching = list(precision.run("matching", self.matchingFeature,
+                                              imgs.flatten(0, 1)).unflatten(0, (b, n)).unbind(1))
+                context_feats = precision.run("context", self.semanticFeature,
+                                              imgs[:, 1:n - 1].flatten(0, 1))
+            else:
+                # One frame at a time: convolution libraries choose kernels by batch size, so
+                # a frame's features would otherwise change in the last bits with the batch
+                # they were computed in; this way the evaluation's per-frame feature cache
+                # (utils.evaluation.FrameFeatureCache) reproduces this call bit for bit.
+                matching = [precision.run("matching", self.matchingFeature, imgs[:, i])
+                            for i in range(n)]
+                per_target = [precision.run("context", self.semanticFeature, imgs[:, i])
+                              for i in range(1, n - 1)]
+                context_feats = [torch.stack(maps, dim=1).flatten(0, 1)
+                                 for maps in zip(*per_target)]
+            return self.decode(matching, context_feats, cam_poses, cam_intr, memory, use_est)
 
-    def _predict(self, imgs, cam_poses, cam_intr, memory, use_est):
+    def matching_features(self, imgs_n3hw: torch.Tensor) -> torch.Tensor:
+        """Per-frame matching features ``[N, 32, H/4, W/4]`` of images in 0..255.
+
+        A frame's features do not depend on the window it is in, so a sequence can compute
+        them once per frame and hand them to :meth:`decode`.
+        """
+        with precision.autocast(imgs_n3hw.device.type, self.amp_dtype):
+            return precision.run("matching", self.matchingFeature, normalize_images(imgs_n3hw))
+
+    def context_features(self, imgs_n3hw: torch.Tensor) -> list:
+        """Per-frame ResNet context features (five maps) of target images in 0..255."""
+        with precision.autocast(imgs_n3hw.device.type, self.amp_dtype):
+            return precision.run("context", self.semanticFeature, normalize_images(imgs_n3hw))
+
+    def decode(self, matching: list, context_feats: list, cam_poses, cam_intr, memory=None,
+               use_est=None):
+        """:meth:`predict` from precomputed features (no input checks: see predict's).
+
+        Args:
+            matching: per frame of the window, ``[B, 32, H/4, W/4]`` from
+                :meth:`matching_features`.
+            context_feats: the five context maps of the targets (frames 1..N-2), batch
+                ``B * T`` in b-major order, from :meth:`context_features`.
+            cam_poses, cam_intr, memory, use_est: as :meth:`predict`.
+        """
+        with precision.autocast(cam_intr.device.type, self.amp_dtype):
+            return self._decode(matching, context_feats, cam_poses, cam_intr, memory, use_est)
+
+    def _decode(self, matching, context_feats, cam_poses, cam_intr, memory, use_est):
         if use_est is None:
             use_est = memory is not None
         use_est = use_est and self.IF_EST_transformer
-        imgs = 2 * (imgs / 255.0) - 1
-        b, n, _, h, w = imgs.shape
-        t = n - 2
-        # models/precision.py says which parts run in reduced precision under autocast.
-        matching = precision.run("matching", self.matchingFeature,
-                                 imgs.flatten(0, 1)).unflatten(0, (b, n))
-        context_feats = precision.run("context", self.semanticFeature,
-                                      imgs[:, 1:1 + t].flatten(0, 1))
+        n = len(matching)
         K_quarter = scale_intrinsics(cam_intr, 1.0 / MATCHING_STRIDE)
-        planes = self.depth_cands.to(imgs.dtype)[None]
+        planes = self.depth_cands.to(cam_intr.dtype)[None]  # the inputs' dtype, not autocast's
 
         cost_volumes = []
         for i in range(1, n - 1):
             sources = (i - 1, i + 1)
             cost_volumes.append(build_cost_volume(
-                matching[:, i], [matching[:, s] for s in sources],
+                matching[i], [matching[s] for s in sources],
                 [relative_pose(cam_poses[:, i], cam_poses[:, s]) for s in sources],
                 K_quarter, planes, self.fuse_pair))
         target_poses = [cam_poses[:, i] for i in range(1, n - 1)]
@@ -146,6 +185,11 @@ class DepthNetHybrid(nn.Module):
             return outputs, precision.run("loss", multiscale_depth_loss, outputs, gt, mask,
                                           self.depth_min, self.depth_max)
         return outputs, window_metrics(outputs, gt, mask, scales=(0, 2))
+
+
+def normalize_images(imgs: torch.Tensor) -> torch.Tensor:
+    """RGB 0..255 -> [-1, 1], as the official model maps its inputs."""
+    return 2 * (imgs / 255.0) - 1
 
 
 def check_inputs(imgs: torch.Tensor, cam_poses: torch.Tensor, cam_intr: torch.Tensor) -> None:

@@ -1,11 +1,57 @@
-"""benchmark.py runs and reports every measurement."""
+"""benchmark.py runs and reports every measurement (tiny settings: this is not a timing)."""
+
+import json
+
+import torch
 
 import benchmark
+from datasets.synthetic import generate
+
+TINY = ["--device", "cpu", "--resnet", "18", "--ndepths", "4", "--height", "128",
+        "--width", "128", "--iters", "1", "--warmup", "0"]
 
 
-def test_benchmark_reports_positive_timings(capsys):
-    results = benchmark.main(["--device", "cpu", "--resnet", "18", "--ndepths", "4",
-                              "--height", "128", "--width", "128", "--iters", "1"])
-    assert set(results) >= {"estm_window_s", "joint_window_s", "train_step_s"}
-    assert all(v > 0 for v in results.values())
+def test_benchmark_reports_timings_writes_json_and_compares(tmp_path, capsys):
+    out = tmp_path / "before.json"
+    results = benchmark.main(TINY + ["--fast", "false", "--cpu_time", "true", "--out", str(out)])
+    assert set(results["timings"]) == {"estm_window", "joint_window", "train_step"}
+    for t in results["timings"].values():
+        assert 0 < t["min_s"] <= t["median_s"] <= t["max_s"] and t["reps"] == 1
+    assert results["config"]["fast"] is False and results["config"]["timer"] == "cpu"
+    assert json.loads(out.read_text())["timings"].keys() == results["timings"].keys()
     assert "ESTM window" in capsys.readouterr().out
+
+    again = benchmark.main(TINY + ["--measure", "estm", "--compare", str(out)])
+    assert list(again["timings"]) == ["estm_window"] and again["config"]["fast"] is True
+    ratio = results["timings"]["estm_window"]["median_s"] / again["timings"]["estm_window"]["median_s"]
+    assert f"x{ratio:.2f}" in capsys.readouterr().out
+
+
+def test_benchmark_profile_sequence_and_loader(tmp_path, capsys):
+    data = tmp_path / "data"
+    generate(data, "scannet", scenes=1, frames=14, height=120, width=160, seed=0, val=0,
+             test=0, workers=1)
+    results = benchmark.main(TINY + ["--measure", "", "--profile", "true", "--sequence", "6",
+                                     "--loader", "true", "--loader_workers", "0",
+                                     "--loader_samples", "3", "--loader_data", str(data),
+                                     "--frame_interval", "1", "--intrinsics", "scene"])
+    profile = results["profile"]
+    assert "matchingFeature" in profile and "CostRegNet.dres0" in profile
+    assert abs(sum(p["share"] for p in profile.values()) - 1) < 1e-6
+    seq = results["sequence"]
+    assert seq["after_6_frames"]["frame_s"] > 0 and seq["after_6_frames"]["peak_rss_gib"] > 0
+    assert results["loader"]["samples"] == 3 and results["loader"]["samples_per_s"] > 0
+    printed = capsys.readouterr().out
+    assert "where an ESTM window's time goes" in printed and "training loader" in printed
+
+
+def test_training_loader_gives_contiguous_float_images(tmp_path):
+    from datasets.scannet import ScanNetTrainDataset
+
+    generate(tmp_path, "scannet", scenes=1, frames=12, height=120, width=160, seed=0, val=0,
+             test=0, workers=1)
+    ds = ScanNetTrainDataset(tmp_path, tmp_path / "splits" / "train_split.txt", height=128,
+                             width=160, frame_interval=1, intrinsics="scene")
+    imgs = ds[0]["imgs"]
+    assert imgs.shape == (5, 3, 128, 160) and imgs.dtype == torch.float32
+    assert imgs.is_contiguous()  # no second copy before the first convolution or pinning

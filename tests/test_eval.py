@@ -15,6 +15,7 @@ from datasets.seven_scenes import SevenScenesSequence
 from datasets.sequence import stack_frames
 from datasets.synthetic import generate
 from models import DepthNetHybrid
+from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
 from tests.test_metrics import hand_metrics
 from utils import evaluation
@@ -245,10 +246,13 @@ def test_estm_on_real_frames_equals_hand_fed_windows(reference, redkitchen, tmp_
                               frame_interval=interval)
     assert len(seq) == 6
     scene_dir = tmp_path / "out" / "estm" / "redkitchen" / "seq-sample"
+    # The evaluation runs the batch-norm-folded inference copy (--fold_bn True, default);
+    # tests/test_inference.py holds that copy to the official outputs.
+    folded = prepare_for_inference(model, fold_bn=True)
     memory = MemoryBuffer(2)
     for start in range(len(seq) - 2):
         batch = stack_frames([seq[i] for i in range(start, start + 3)])
-        outputs, costs, poses = model(batch["imgs"][None], batch["cam_poses"][None],
+        outputs, costs, poses = folded(batch["imgs"][None], batch["cam_poses"][None],
                                       batch["cam_intr"][None], None, *memory.as_inputs(),
                                       mode="val")
         memory.push(costs, poses)

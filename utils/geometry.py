@@ -61,7 +61,9 @@ def scale_intrinsics(K_b33: torch.Tensor, scale: float) -> torch.Tensor:
 @full_precision
 def relative_pose(world_T_a_b44: torch.Tensor, world_T_b_b44: torch.Tensor) -> torch.Tensor:
     """``b_T_a``: the transform taking points of camera ``a`` into camera ``b``."""
-    return torch.linalg.inv(world_T_b_b44) @ world_T_a_b44
+    # inv_ex everywhere: linalg.inv's singularity check would make the host wait for a
+    # GPU (inputs are checked on the host before they reach the device).
+    return torch.linalg.inv_ex(world_T_b_b44).inverse @ world_T_a_b44
 
 
 @full_precision
@@ -179,7 +181,7 @@ def homography_warp(src_feat_bchw: torch.Tensor, depth_planes_bd: torch.Tensor,
     b, c, h, w = src_feat_bchw.shape
     d = depth_planes_bd.shape[1]
     with torch.no_grad():  # poses and planes take no gradient; only the features do
-        points = frustum_points(depth_planes_bd, torch.linalg.inv(K_b33), h, w)
+        points = frustum_points(depth_planes_bd, torch.linalg.inv_ex(K_b33).inverse, h, w)
         pix, _ = project(transform_points(src_T_ref_b44, points), K_b33, eps=1e-8)
         grid = sampling_grid(pix, h, w).view(b, d * h, w, 2)
     return sample(src_feat_bchw, grid).view(b, c, d, h, w)
@@ -211,7 +213,7 @@ def volume_sampling_grid(d: int, h: int, w: int, depth_min: float, depth_interva
     """The ``[B, D, H, W, 3]`` grid used by :func:`warp_volume` (reusable across volumes)."""
     dtype = src_T_ref_b44.dtype
     planes = depth_min + depth_interval * torch.arange(d, device=K_b33.device, dtype=dtype)
-    points = frustum_points(planes[None], torch.linalg.inv(K_b33), h, w)
+    points = frustum_points(planes[None], torch.linalg.inv_ex(K_b33).inverse, h, w)
     pix, z = project(transform_points(src_T_ref_b44, points), K_b33)
     xy = sampling_grid(pix, h, w)
     plane = _outside_to_zero(2.0 * ((z[:, 0] - depth_min) / depth_interval) / (d - 1) - 1.0)
@@ -234,7 +236,7 @@ def warp_image(src_bchw: torch.Tensor, depth_ref_b1hw: torch.Tensor,
         a positive depth that land inside the source image in front of its camera.
     """
     _, _, h, w = src_bchw.shape
-    points = backproject(depth_ref_b1hw, torch.linalg.inv(K_b33))[:, :, 0]
+    points = backproject(depth_ref_b1hw, torch.linalg.inv_ex(K_b33).inverse)[:, :, 0]
     pix, z = project(transform_points(src_T_ref_b44, points), K_b33)
     grid = sampling_grid(pix, h, w)
     inside = (grid.abs() <= 1).all(dim=-1, keepdim=True).permute(0, 3, 1, 2)
@@ -255,7 +257,7 @@ def depth_reprojection_error(depth_ref_b1hw: torch.Tensor, depth_src_b1hw: torch
         (both depths positive, projection inside the source image).
     """
     _, _, h, w = depth_ref_b1hw.shape
-    points = backproject(depth_ref_b1hw, torch.linalg.inv(K_b33))[:, :, 0]
+    points = backproject(depth_ref_b1hw, torch.linalg.inv_ex(K_b33).inverse)[:, :, 0]
     pix, z = project(transform_points(src_T_ref_b44, points), K_b33)
     sampled, valid = _sample_nearest(depth_src_b1hw, pix, h, w)
     valid = valid & (depth_ref_b1hw > 0) & (sampled > 0) & (z > 0)
