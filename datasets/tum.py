@@ -27,13 +27,15 @@ from typing import Optional
 import numpy as np
 
 from datasets.colmap import qvec_to_rotation
-from datasets.io import DataError
+from datasets.intrinsics import resize_intrinsics
+from datasets.io import DataError, image_size
 from datasets.posed import PosedFrame, check_pose
 
 logger = logging.getLogger(__name__)
 
 TUM_DEPTH_SCALE = 5000.0
-# fx, fy, cx, cy of the colour camera at 640x480 (TUM RGB-D "file formats" page).
+TUM_HW = (480, 640)
+# fx, fy, cx, cy of the colour camera at 640x480 (TUM_HW) (TUM RGB-D "file formats" page).
 FREIBURG_INTRINSICS = {
     "freiburg1": (517.3, 516.5, 318.6, 255.3),
     "freiburg2": (520.9, 521.0, 325.1, 249.7),
@@ -120,4 +122,6 @@ def tum_frames(root: Path, K_override: Optional[np.ndarray] = None,
     if K_override is not None:
         return frames, K_override, "--intrinsics"
     K, source = freiburg_intrinsics(root)
+    # The presets describe the 640x480 images the benchmark ships; scale to resized copies.
+    K = resize_intrinsics(K, TUM_HW, image_size(frames[0].color, "colour image"))
     return frames, K, source
