@@ -256,7 +256,10 @@ def point_distances(from_n3: np.ndarray, to_m3: np.ndarray) -> np.ndarray:
 
     if len(to_m3) == 0:
         return np.full(len(from_n3), np.inf)
-    return cKDTree(to_m3).query(from_n3, workers=1)[0]
+    # Sliding-midpoint splits: the default median splits are up to 10x slower on points
+    # sampled from flat, axis-aligned surfaces (rooms), with identical results.
+    tree = cKDTree(to_m3, balanced_tree=False, compact_nodes=False)
+    return tree.query(from_n3, workers=1)[0]
 
 
 def point_metrics(pred_n3: np.ndarray, gt_m3: np.ndarray,
