@@ -92,3 +92,13 @@ def test_ground_truth_fusion_agrees_with_real_depth(redkitchen):
         np.concatenate([fusion.depth_to_world_points(*f) for f in wrong[::2]]),
         fusion.sample_surface(wrong_mesh, 200_000))
     assert np.median(distance) > 0.04
+
+
+def test_help_texts_come_from_the_entry_points_section():
+    """Keys shared by sections (mode, height, ...) show their own section's --help."""
+    from utils.config import read_defaults
+
+    assert read_defaults(("common", "model", "eval"))[1]["mode"].startswith("accepted")
+    assert read_defaults(("common", "model", "predict"))[1]["mode"].startswith("estm")
+    assert read_defaults(("common", "model", "train"))[1]["height"].startswith("network input")
+    assert read_defaults(("common", "model", "demo"))[1]["height"].startswith("demo:")

@@ -12,6 +12,7 @@ BASE_SECTIONS = ("common", "model")
 # Options whose default is null but whose values are not strings.
 NULL_DEFAULT_TYPES = {"min_depth_eval": float, "max_depth_eval": float}
 _HELP_LINE = re.compile(r"^\s+(\w+):[^#]*#\s*(.+)$")
+_SECTION_LINE = re.compile(r"^(\w+):")
 
 
 def str2bool(value) -> bool:
@@ -43,7 +44,17 @@ def read_defaults(sections, path: str = DEFAULTS):
         if section not in tree:
             raise KeyError(f"{path} has no section {section!r}")
         defaults.update(tree[section])
-    helps = {m.group(1): m.group(2) for m in map(_HELP_LINE.match, text.splitlines()) if m}
+    # Help texts per section, so that a key several sections share gets its own section's.
+    by_section, section = {}, None
+    for line in text.splitlines():
+        top = _SECTION_LINE.match(line)
+        if top:
+            section = top.group(1)
+        elif (match := _HELP_LINE.match(line)):
+            by_section.setdefault(section, {})[match.group(1)] = match.group(2)
+    helps = {}
+    for name in sections:
+        helps.update(by_section.get(name, {}))
     return defaults, helps
 
 
