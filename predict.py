@@ -129,7 +129,6 @@ def predict_depths(args, seq, out: Path, config_hash: str, device) -> dict:
     for folder in ("depth", "preview"):  # an interrupted attempt: start clean
         shutil.rmtree(out / folder, ignore_errors=True)
     protocol = make_protocol(args)
-    model = make_model(args, device)
     windows = protocol.windows(len(seq))
     if not windows:
         raise ValueError(f"{seq.name}: {len(seq)} selected frame(s), too few for one "
@@ -139,6 +138,7 @@ def predict_depths(args, seq, out: Path, config_hash: str, device) -> dict:
         raise ValueError(f"{seq.name}: two selected frames share the file name "
                          f"{next(s for s in stems if stems.count(s) > 1)!r}; outputs are "
                          f"named by it")
+    model = make_model(args, device)
     memory = MemoryBuffer(protocol.memory_size) if model.IF_EST_transformer else None
     targets = sum(len(protocol.targets(w)) for w in windows)
     frames, files = [], []

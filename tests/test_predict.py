@@ -59,13 +59,21 @@ def test_predict_folder_capture_with_fusion(redkitchen, tmp_path, capfd, monkeyp
         predict.main(argv + ["--mode", "joint"])
 
 
-def test_predict_errors(tmp_path):
+def test_predict_errors(tmp_path, redkitchen):
     with pytest.raises(ValueError, match="--input is required"):
         predict.main(["--output", str(tmp_path)] + TINY)
     (tmp_path / "images").mkdir()
     with pytest.raises(Exception, match=r"cannot tell the capture format"):
         predict.main(["--input", str(tmp_path / "images"), "--output", str(tmp_path / "o")]
                      + TINY)
+    # Joint needs a window of 5 that does not end on the last frame: 5 frames are too few.
+    capture = as_folder_capture(redkitchen, tmp_path / "capture")
+    with pytest.raises(ValueError, match="5 selected frame.*too few for one joint window"):
+        predict.main(["--input", str(capture), "--output", str(tmp_path / "o"), "--mode",
+                      "joint", "--frame_interval", "10"] + TINY)
+    with pytest.raises(ValueError, match="--mode must be estm or joint"):
+        predict.main(["--input", str(capture), "--output", str(tmp_path / "o"), "--mode",
+                      "both"] + TINY)
 
 
 def test_ground_truth_fusion_agrees_with_real_depth(redkitchen):
@@ -102,3 +110,15 @@ def test_help_texts_come_from_the_entry_points_section():
     assert read_defaults(("common", "model", "predict"))[1]["mode"].startswith("estm")
     assert read_defaults(("common", "model", "train"))[1]["height"].startswith("network input")
     assert read_defaults(("common", "model", "demo"))[1]["height"].startswith("demo:")
+
+
+def test_predict_joint_mode(redkitchen, tmp_path):
+    """Joint: 8 frames (every 7th) give one 5-frame window whose 3 inner frames are saved."""
+    capture = as_folder_capture(redkitchen, tmp_path / "capture")
+    summary = predict.main(["--input", str(capture), "--output", str(tmp_path / "out"),
+                            "--mode", "joint", "--frame_interval", "7", "--fuse", "False",
+                            "--save_images", "False"] + TINY)
+    assert summary["frames"] == ["000157", "000164", "000171"]
+    assert sorted(p.name for p in (tmp_path / "out" / "depth").iterdir()) == \
+        ["000157.png", "000164.png", "000171.png"]
+    assert not (tmp_path / "out" / "preview").exists()
