@@ -60,7 +60,7 @@ def _data_lines(path: Path):
 def read_cameras_text(path: Path) -> dict:
     """``{camera_id: (model, width, height, params)}``."""
     cameras = {}
-    for number, line in enumerate(_data_lines(path), 1):
+    for line in _data_lines(path):
         if not line:
             continue
         fields = line.split()

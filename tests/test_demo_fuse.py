@@ -1,7 +1,5 @@
 """demo.py --fuse: meshes of a held-out room from saved ESTM depths, scored by F-score."""
 
-import numpy as np
-
 import demo
 from datasets.scannet import ScanNetSequence
 from datasets.synthetic import generate
