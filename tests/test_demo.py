@@ -22,6 +22,8 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     # the real 7-Scenes sample is evaluated too whenever ../shared has it
     assert any(key.startswith("7scenes/") for key in results["results"]) == \
         shared_available(demo.SHARED_SAMPLE)
+    # --fuse (on by default): the held-out room's meshes, F-score per model
+    assert all(0 <= results["mesh"][tag]["fscore"] <= 1 for tag in ("trained", "untrained"))
     picture = cv2.imread(str(out / "demo.png"))
     assert picture is not None and picture.shape[0] > 3 * 128 and picture.shape[1] > 5 * 128
     assert list((out / "train").glob("events.out.tfevents.*"))

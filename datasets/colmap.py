@@ -1,0 +1,209 @@
+"""COLMAP sparse models (text and binary) as posed frames.
+
+Reads ``cameras.{txt,bin}`` and ``images.{txt,bin}`` as documented in COLMAP's "Output
+format" page; ``points3D`` is not needed. The model is looked for in ``DIR``,
+``DIR/sparse`` and ``DIR/sparse/0``; the images in ``DIR/images`` (their names in the
+model are relative to it).
+
+COLMAP stores world-to-camera poses (``qw qx qy qz`` rotation, ``tx ty tz``); they are
+inverted to camera-to-world. Its principal point is in coordinates whose top-left pixel
+centre is ``(0.5, 0.5)``; ours puts pixel centres at integers, so ``c - 0.5`` is used.
+Pinhole models are read as they are; a distortion model is accepted only when every
+distortion coefficient is 0 (undistort with ``colmap image_undistorter`` otherwise).
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from datasets.io import DataError, image_size
+from datasets.posed import PosedFrame, natural_key
+
+# model id -> (name, number of parameters), COLMAP's src/colmap/sensor/models.h.
+CAMERA_MODELS = {
+    0: ("SIMPLE_PINHOLE", 3), 1: ("PINHOLE", 4), 2: ("SIMPLE_RADIAL", 4), 3: ("RADIAL", 5),
+    4: ("OPENCV", 8), 5: ("OPENCV_FISHEYE", 8), 6: ("FULL_OPENCV", 12), 7: ("FOV", 5),
+    8: ("SIMPLE_RADIAL_FISHEYE", 4), 9: ("RADIAL_FISHEYE", 5), 10: ("THIN_PRISM_FISHEYE", 12),
+}
+MODEL_IDS = {name: model_id for model_id, (name, _) in CAMERA_MODELS.items()}
+# Models that are a pinhole when their trailing distortion parameters are all zero:
+# name -> (index of fx, index of fy or None for a single focal, cx, cy, first distortion).
+PINHOLE_LIKE = {
+    "SIMPLE_PINHOLE": (0, None, 1, 2, 3), "PINHOLE": (0, 1, 2, 3, 4),
+    "SIMPLE_RADIAL": (0, None, 1, 2, 3), "RADIAL": (0, None, 1, 2, 3),
+    "OPENCV": (0, 1, 2, 3, 4), "FULL_OPENCV": (0, 1, 2, 3, 4),
+}
+
+
+def find_model(root: Path, required: bool = True) -> Optional[tuple[Path, str]]:
+    """``(folder, "txt" | "bin")`` of the sparse model under ``root``."""
+    for folder in (root, root / "sparse", root / "sparse" / "0"):
+        for ext in ("bin", "txt"):
+            if (folder / f"cameras.{ext}").is_file() and (folder / f"images.{ext}").is_file():
+                return folder, ext
+    if required:
+        raise DataError(f"no COLMAP sparse model in {root}: expected cameras.txt and "
+                        f"images.txt (or .bin) there or in sparse/ or sparse/0")
+    return None
+
+
+def _data_lines(path: Path):
+    """The lines of a COLMAP text file with comments removed (empty lines kept)."""
+    return [line.strip() for line in path.read_text().splitlines()
+            if not line.lstrip().startswith("#")]
+
+
+def read_cameras_text(path: Path) -> dict:
+    """``{camera_id: (model, width, height, params)}``."""
+    cameras = {}
+    for line in _data_lines(path):
+        if not line:
+            continue
+        fields = line.split()
+        try:
+            camera_id, model, width, height = int(fields[0]), fields[1], int(fields[2]), \
+                int(fields[3])
+            params = np.array([float(v) for v in fields[4:]])
+        except (ValueError, IndexError):
+            raise DataError(f"{path}: cannot parse camera line {line!r}") from None
+        cameras[camera_id] = (model, width, height, params)
+    return cameras
+
+
+def read_images_text(path: Path) -> list:
+    """``[(name, qvec_wxyz, tvec, camera_id)]``; each image takes two lines."""
+    lines = _data_lines(path)
+    # Drop trailing empties; every image is one pose line then one (maybe empty) points line.
+    while lines and not lines[-1]:
+        lines.pop()
+    images, index = [], 0
+    while index < len(lines):
+        line = lines[index]
+        if not line:  # an empty line where a pose line is expected: stray blank
+            index += 1
+            continue
+        fields = line.split()
+        try:
+            qvec = np.array([float(v) for v in fields[1:5]])
+            tvec = np.array([float(v) for v in fields[5:8]])
+            camera_id, name = int(fields[8]), " ".join(fields[9:])
+        except (ValueError, IndexError):
+            raise DataError(f"{path}: cannot parse image line {line!r}") from None
+        if not name:
+            raise DataError(f"{path}: image line without a name: {line!r}")
+        images.append((name, qvec, tvec, camera_id))
+        index += 2
+    return images
+
+
+class _Reader:
+    def __init__(self, path: Path):
+        self.path, self.data, self.offset = path, path.read_bytes(), 0
+
+    def read(self, fmt: str):
+        size = struct.calcsize(fmt)
+        if self.offset + size > len(self.data):
+            raise DataError(f"{self.path}: truncated (needs {self.offset + size} bytes, has "
+                            f"{len(self.data)})")
+        values = struct.unpack_from(fmt, self.data, self.offset)
+        self.offset += size
+        return values
+
+    def read_cstring(self) -> str:
+        end = self.data.find(b"\0", self.offset)
+        if end < 0:
+            raise DataError(f"{self.path}: truncated image name")
+        text = self.data[self.offset:end].decode("utf-8")
+        self.offset = end + 1
+        return text
+
+
+def read_cameras_binary(path: Path) -> dict:
+    reader = _Reader(path)
+    cameras = {}
+    for _ in range(reader.read("<Q")[0]):
+        camera_id, model_id, width, height = reader.read("<iiQQ")
+        if model_id not in CAMERA_MODELS:
+            raise DataError(f"{path}: camera {camera_id} has unknown model id {model_id}")
+        name, count = CAMERA_MODELS[model_id]
+        cameras[camera_id] = (name, width, height, np.array(reader.read(f"<{count}d")))
+    return cameras
+
+
+def read_images_binary(path: Path) -> list:
+    reader = _Reader(path)
+    images = []
+    for _ in range(reader.read("<Q")[0]):
+        values = reader.read("<i4d3di")
+        name = reader.read_cstring()
+        num_points = reader.read("<Q")[0]
+        reader.offset += num_points * 24  # x, y (double) and point3D id (int64)
+        images.append((name, np.array(values[1:5]), np.array(values[5:8]), values[8]))
+    return images
+
+
+def pinhole_intrinsics(model: str, params: np.ndarray, source: str) -> np.ndarray:
+    """3x3 K (our pixel-centre convention) of a pinhole-compatible COLMAP camera."""
+    if model not in PINHOLE_LIKE:
+        raise DataError(f"{source}: camera model {model} is not supported (pinhole only: "
+                        f"{', '.join(PINHOLE_LIKE)} without distortion); undistort the images "
+                        f"with `colmap image_undistorter` first")
+    fx_i, fy_i, cx_i, cy_i, dist_i = PINHOLE_LIKE[model]
+    if np.any(params[dist_i:] != 0):
+        raise DataError(f"{source}: camera model {model} has distortion "
+                        f"{params[dist_i:].tolist()}; undistort the images with "
+                        f"`colmap image_undistorter` (it writes a PINHOLE model)")
+    fx = params[fx_i]
+    fy = params[fy_i] if fy_i is not None else fx
+    return np.array([[fx, 0, params[cx_i] - 0.5], [0, fy, params[cy_i] - 0.5], [0, 0, 1]])
+
+
+def qvec_to_rotation(qvec_wxyz: np.ndarray) -> np.ndarray:
+    """Rotation matrix of a (normalised) unit quaternion ``w, x, y, z``."""
+    w, x, y, z = np.asarray(qvec_wxyz, dtype=np.float64) / np.linalg.norm(qvec_wxyz)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def colmap_frames(root: Path) -> tuple[list[PosedFrame], np.ndarray, str]:
+    """Frames (sorted by image name), native intrinsics and their source."""
+    folder, ext = find_model(root)
+    cameras_file, images_file = folder / f"cameras.{ext}", folder / f"images.{ext}"
+    if ext == "txt":
+        cameras, images = read_cameras_text(cameras_file), read_images_text(images_file)
+    else:
+        cameras, images = read_cameras_binary(cameras_file), read_images_binary(images_file)
+    if not images:
+        raise DataError(f"{images_file} holds no registered image")
+    used = sorted({camera_id for *_, camera_id in images})
+    missing = [c for c in used if c not in cameras]
+    if missing:
+        raise DataError(f"{images_file} uses camera {missing[0]}, absent from {cameras_file}")
+    Ks = {c: pinhole_intrinsics(cameras[c][0], cameras[c][3],
+                                f"{cameras_file}, camera {c}") for c in used}
+    first = Ks[used[0]]
+    sizes = {cameras[c][1:3] for c in used}
+    if len(sizes) > 1 or any(not np.allclose(K, first) for K in Ks.values()):
+        raise DataError(f"{cameras_file}: the images use {len(used)} different cameras; one "
+                        f"shared camera is needed (COLMAP: --ImageReader.single_camera 1)")
+    image_dir = root / "images"
+    frames = []
+    for name, qvec, tvec, _ in sorted(images, key=lambda im: natural_key(im[0])):
+        cam_T_world = np.eye(4)
+        cam_T_world[:3, :3] = qvec_to_rotation(qvec)
+        cam_T_world[:3, 3] = tvec
+        path = image_dir / name
+        if not path.is_file():
+            raise DataError(f"image {path} named in {images_file} not found")
+        frames.append(PosedFrame(path, np.linalg.inv(cam_T_world)))
+    width, height = cameras[used[0]][1:3]
+    if image_size(frames[0].color, "colour image") != (height, width):
+        raise DataError(f"{cameras_file}: the camera is {width}x{height} (WxH) but image "
+                        f"{frames[0].color} is not; intrinsics would not fit")
+    return frames, first, f"{cameras_file} ({width}x{height})"

@@ -1,0 +1,303 @@
+"""Posed captures of your own: one sequence interface over several common formats.
+
+Every reader returns a :class:`PosedSequence`, whose items are those of the evaluation
+sequences (:class:`datasets.sequence.FrameSequence`): ``img`` [3, H, W] RGB 0..255 resized
+to the network size, ``cam_intr`` [3, 3] for the resized image, ``cam_pose`` [4, 4]
+camera-to-world, ``dmap``/``dmask`` (or ``None`` without depth), ``img_path``,
+``frame_id``. So :func:`utils.evaluation.infer_windows` runs on any of them.
+
+Formats (``open_capture(path, fmt="auto")`` detects them from the folder):
+
+* ``folder`` (the DVMVS sample-data layout)::
+
+      DIR/images/*.png|jpg       colour, any size (all the same)
+      DIR/poses.txt              one flattened 4x4 camera-to-world per line, image-name order
+        or DIR/poses/<stem>.txt  one 4x4 camera-to-world per image
+      DIR/K.txt                  3x3 intrinsics of the images' native size
+      DIR/depth/<stem>.png       optional uint16 millimetres, 0 = invalid
+
+* ``colmap``: a sparse model (text or binary), see :mod:`datasets.colmap`;
+* ``tum``: a TUM RGB-D sequence, see :mod:`datasets.tum`;
+* ``7scenes`` and ``scannet``: the layouts the evaluations read (a ScanNet ``.sens``
+  file is first exported with ``python -m datasets.scannet_export``).
+
+Frames are chosen by a fixed interval, or as keyframes: a frame is kept once the camera
+has moved ``min_baseline`` metres or turned ``min_rotation`` degrees since the last kept one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from datasets.intrinsics import check_principal_point, resize_intrinsics
+from datasets.io import (DataError, image_size, mask_depth_range, read_color, read_depth,
+                         read_intrinsics, read_pose)
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("auto", "folder", "colmap", "tum", "7scenes", "scannet")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class PosedFrame:
+    """One frame of a capture: colour file, camera-to-world pose, optional depth file."""
+
+    color: Path
+    world_T_cam_44: np.ndarray
+    depth: Optional[Path] = None
+
+
+def natural_key(name: str):
+    """Sort key putting ``frame2`` before ``frame10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def check_pose(pose_44: np.ndarray, source: str) -> np.ndarray:
+    """A finite rigid camera-to-world matrix, or a :class:`DataError` naming ``source``."""
+    pose = np.asarray(pose_44, dtype=np.float64)
+    if pose.shape != (4, 4):
+        raise DataError(f"{source}: a pose must be 4x4, got shape {pose.shape}")
+    if not np.all(np.isfinite(pose)):
+        raise DataError(f"{source}: the pose holds non-finite values")
+    if not np.allclose(pose[3], [0, 0, 0, 1], atol=1e-6):
+        raise DataError(f"{source}: not a rigid transform, bottom row {pose[3]}")
+    rotation = pose[:3, :3]
+    if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-3):
+        raise DataError(f"{source}: the rotation part is not orthonormal (scaled or sheared "
+                        f"pose?)")
+    return pose
+
+
+def select_frames(poses: Sequence[np.ndarray], frame_interval: int = 1,
+                  min_baseline: float = 0.0, min_rotation: float = 0.0) -> list[int]:
+    """Indices of the frames to use.
+
+    With ``min_baseline`` (m) or ``min_rotation`` (degrees) > 0: keyframes, the first frame
+    and then every frame whose translation or rotation from the last kept frame reaches
+    either threshold. Otherwise every ``frame_interval``-th frame.
+    """
+    if frame_interval < 1:
+        raise ValueError(f"frame_interval must be >= 1, got {frame_interval}")
+    if min_baseline <= 0 and min_rotation <= 0:
+        return list(range(0, len(poses), frame_interval))
+    kept = [0] if len(poses) else []
+    for index in range(1, len(poses)):
+        last, pose = poses[kept[-1]], poses[index]
+        baseline = np.linalg.norm(pose[:3, 3] - last[:3, 3])
+        cos = (np.trace(last[:3, :3].T @ pose[:3, :3]) - 1) / 2
+        angle = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+        if (min_baseline > 0 and baseline >= min_baseline) or \
+                (min_rotation > 0 and angle >= min_rotation):
+            kept.append(index)
+    return kept
+
+
+class PosedSequence(Dataset):
+    """The frames of a capture with known intrinsics, as the evaluation sequences yield them.
+
+    Args:
+        frames: the selected frames, in capture order.
+        K_33: intrinsics of the colour images' native size.
+        depth_scale: depth-PNG units per metre (1000 for millimetres, 5000 for TUM).
+        depth_min, depth_max: ground-truth depth outside is invalid.
+        name: the capture, for errors and logs; ``K_source`` names where K came from.
+    """
+
+    def __init__(self, frames: Sequence[PosedFrame], K_33: np.ndarray, height: int, width: int,
+                 depth_scale: float = 1000.0, depth_min: float = 0.01, depth_max: float = 10.0,
+                 name: str = "", K_source: str = ""):
+        if not frames:
+            raise DataError(f"{name}: no frames")
+        self.name = name
+        self.frames = list(frames)
+        self.poses = [frame.world_T_cam_44 for frame in self.frames]
+        self.height, self.width = height, width
+        self.depth_scale = float(depth_scale)
+        self.depth_min, self.depth_max = depth_min, depth_max
+        self.color_hw = image_size(self.frames[0].color, "colour image")
+        check_principal_point(K_33, self.color_hw, K_source or name)
+        self.K_native_33 = np.asarray(K_33, dtype=np.float64)
+        self.cam_intr = torch.from_numpy(
+            resize_intrinsics(K_33, self.color_hw, (height, width))).to(torch.float32)
+        self.missing_depth = [f.color for f in self.frames
+                              if f.depth is None or not f.depth.is_file()]
+        with_depth = [f for f in self.frames if f.depth is not None and f.depth.is_file()]
+        self.depth_hw = image_size(with_depth[0].depth, "depth map") if with_depth else None
+        self.skipped_nonfinite = 0
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> dict:
+        frame = self.frames[index]
+        rgb = read_color(frame.color, (self.height, self.width), expect_hw=self.color_hw)
+        dmap = dmask = None
+        if frame.depth is not None and frame.depth.is_file():
+            depth = read_depth(frame.depth, None, cv2.INTER_NEAREST, expect_hw=self.depth_hw)
+            # read_depth assumes millimetres; rescale for other units (TUM: 5000 per metre).
+            depth = depth * np.float32(1000.0 / self.depth_scale)
+            depth, mask = mask_depth_range(depth, self.depth_min, self.depth_max)
+            dmap = torch.from_numpy(depth)[None]
+            dmask = torch.from_numpy(mask)[None]
+        return {
+            "img": torch.from_numpy(rgb).permute(2, 0, 1).to(torch.float32),
+            "dmap": dmap,
+            "dmask": dmask,
+            "cam_pose": torch.from_numpy(self.poses[index]).to(torch.float32),
+            "cam_intr": self.cam_intr.clone(),
+            "img_path": str(frame.color),
+            "frame_id": index,
+        }
+
+
+# -------------------------------------------------------------------- folder format
+def list_images(folder: Path) -> list[Path]:
+    """The colour images of ``folder`` in natural name order."""
+    if not folder.is_dir():
+        raise DataError(f"image folder not found: {folder}")
+    images = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not images:
+        raise DataError(f"no .png/.jpg images in {folder}")
+    return sorted(images, key=lambda p: natural_key(p.name))
+
+
+def read_poses_file(path: Path) -> list[np.ndarray]:
+    """``poses.txt``: one flattened 4x4 camera-to-world per line (row-major)."""
+    try:
+        rows = np.loadtxt(path, dtype=np.float64, ndmin=2, comments="#")
+    except ValueError as err:
+        raise DataError(f"cannot parse poses file {path}: {err}") from None
+    if rows.shape[1] != 16:
+        raise DataError(f"poses file {path} must hold 16 numbers (a flattened 4x4 "
+                        f"camera-to-world) per line, got {rows.shape[1]}")
+    return [check_pose(row.reshape(4, 4), f"poses file {path}, line {i + 1}")
+            for i, row in enumerate(rows)]
+
+
+def folder_frames(root: Path) -> tuple[list[PosedFrame], np.ndarray, str]:
+    """Frames, native intrinsics and their source of a ``folder`` capture."""
+    images = list_images(root / "images")
+    poses_file, poses_dir = root / "poses.txt", root / "poses"
+    if poses_file.is_file():
+        poses = read_poses_file(poses_file)
+        if len(poses) != len(images):
+            raise DataError(f"poses file {poses_file} has {len(poses)} poses but "
+                            f"{root / 'images'} has {len(images)} images")
+    elif poses_dir.is_dir():
+        poses = []
+        for image in images:
+            path = poses_dir / f"{image.stem}.txt"
+            if not path.is_file():
+                raise DataError(f"pose file missing for image {image}: {path}")
+            poses.append(check_pose(read_pose(path), f"pose file {path}"))
+    else:
+        raise DataError(f"no poses in {root}: expected {poses_file} (one flattened 4x4 per "
+                        f"line) or {poses_dir}/<image name>.txt")
+    K_file = root / "K.txt"
+    if not K_file.is_file():
+        raise DataError(f"intrinsics file not found: {K_file} (3x3 for the images' size)")
+    depth_dir = root / "depth"
+    frames = [PosedFrame(image, pose, depth_dir / f"{image.stem}.png" if depth_dir.is_dir()
+                         else None) for image, pose in zip(images, poses)]
+    return frames, read_intrinsics(K_file), str(K_file)
+
+
+# -------------------------------------------------------------- detection & opening
+def detect_format(root: Path) -> str:
+    """The capture format of ``root`` from the files it holds."""
+    from datasets.colmap import find_model
+
+    if root.is_file() and root.suffix == ".sens":
+        raise DataError(f"{root} is a ScanNet .sens file: export it first with "
+                        f"`python -m datasets.scannet_export {root} OUT_DIR`")
+    if not root.is_dir():
+        raise DataError(f"capture folder not found: {root}")
+    if (root / "rgb.txt").is_file() and (root / "groundtruth.txt").is_file():
+        return "tum"
+    if (root / "images").is_dir() and ((root / "poses.txt").is_file()
+                                       or (root / "poses").is_dir()):
+        return "folder"
+    if find_model(root, required=False) is not None:
+        return "colmap"
+    if any(root.glob("frame-*.color.png")):
+        return "7scenes"
+    if (root / "rgb").is_dir() and (root / "pose").is_dir():
+        return "scannet"
+    raise DataError(f"cannot tell the capture format of {root}: expected images/ with "
+                    f"poses.txt and K.txt (folder), a COLMAP sparse model (cameras/images "
+                    f".txt or .bin, also under sparse/ or sparse/0), rgb.txt with "
+                    f"groundtruth.txt (TUM), frame-*.color.png (7-Scenes) or rgb/ with pose/ "
+                    f"(ScanNet); name it with --format")
+
+
+def parse_intrinsics(text: str) -> Optional[np.ndarray]:
+    """``"fx,fy,cx,cy"`` as a 3x3 matrix; ``None`` for ``auto`` and the dataset modes."""
+    if text in (None, "", "auto", "official", "dataset", "scene"):
+        return None
+    try:
+        fx, fy, cx, cy = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--intrinsics must be auto or fx,fy,cx,cy (pixels at the images' "
+                         f"native size), got {text!r}") from None
+    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64)
+
+
+def open_capture(path, fmt: str = "auto", height: int = 256, width: int = 320,
+                 frame_interval: int = 1, min_baseline: float = 0.0, min_rotation: float = 0.0,
+                 intrinsics: str = "auto", depth_min: float = 0.01, depth_max: float = 10.0,
+                 tum_max_dt: float = 0.02):
+    """The sequence of a posed capture in any supported format (see the module doc).
+
+    ``intrinsics``: ``auto`` (the capture's own), or ``fx,fy,cx,cy`` at the native size
+    (overrides the capture's; needed for TUM sequences without a freiburg name).
+    """
+    root = Path(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {FORMATS}, got {fmt!r}")
+    fmt = detect_format(root) if fmt == "auto" else fmt
+    K_override = parse_intrinsics(intrinsics)
+    if fmt in ("7scenes", "scannet"):
+        from datasets.scannet import ScanNetSequence
+        from datasets.seven_scenes import SevenScenesSequence
+
+        if K_override is not None or min_baseline > 0 or min_rotation > 0:
+            raise ValueError(f"{fmt} captures take their own intrinsics and --frame_interval "
+                             f"only")
+        cls = SevenScenesSequence if fmt == "7scenes" else ScanNetSequence
+        seq = cls(root, height=height, width=width, frame_interval=frame_interval,
+                  depth_min=depth_min, depth_max=depth_max,
+                  intrinsics="dataset" if fmt == "7scenes" else "scene")
+        seq.format = fmt
+        return seq
+
+    depth_scale = 1000.0
+    if fmt == "folder":
+        frames, K, K_source = folder_frames(root)
+    elif fmt == "colmap":
+        from datasets.colmap import colmap_frames
+
+        frames, K, K_source = colmap_frames(root)
+    elif fmt == "tum":
+        from datasets.tum import TUM_DEPTH_SCALE, tum_frames
+
+        frames, K, K_source = tum_frames(root, K_override, tum_max_dt)
+        depth_scale = TUM_DEPTH_SCALE
+    if K_override is not None:
+        K, K_source = K_override, "--intrinsics"
+    keep = select_frames([f.world_T_cam_44 for f in frames], frame_interval, min_baseline,
+                         min_rotation)
+    logger.info("%s (%s): %d of %d frames selected", root, fmt, len(keep), len(frames))
+    seq = PosedSequence([frames[i] for i in keep], K, height, width, depth_scale, depth_min,
+                        depth_max, name=str(root), K_source=K_source)
+    seq.format = fmt
+    return seq

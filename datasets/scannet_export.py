@@ -1,0 +1,242 @@
+"""Export a ScanNet ``.sens`` file into the layout the ScanNet loaders read.
+
+    python -m datasets.scannet_export scene0707_00.sens /data/scannet_test/scene0707_00 \\
+        [--frame_skip 1]
+
+writes ``rgb/<i>.jpg`` (the stored JPEG bytes, not re-encoded), ``depth/<i>.png`` (uint16,
+millimetres for the usual depth shift 1000), ``pose/<i>.txt`` (4x4 camera-to-world) for
+every ``frame_skip``-th frame ``i`` (named by its index in the file, as ScanNet's own
+exporter does), and ``intrinsic/{intrinsic,extrinsic}_{color,depth}.txt``. Every file is
+written atomically and a frame whose three files exist is not written again, so an
+interrupted export resumes; ``.export_done.json`` is written last.
+
+The ``.sens`` format (ScanNet's ``SensorData``, version 4), little-endian::
+
+    uint32 version (4) | uint64 n, char[n] sensor name
+    float32[16] x 4    intrinsic_color, extrinsic_color, intrinsic_depth, extrinsic_depth
+    int32 color compression (2 = jpeg) | int32 depth compression (1 = zlib_ushort)
+    uint32 color width, color height, depth width, depth height | float32 depth shift
+    uint64 number of frames, then per frame:
+        float32[16] camera_to_world | uint64 timestamp color, timestamp depth
+        uint64 color bytes, depth bytes | color data | depth data
+    (IMU data follows; not needed)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator, Optional, Sequence
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from datasets.io import DataError
+from utils.io import atomic_open, save_json, save_text
+
+logger = logging.getLogger(__name__)
+
+SENS_VERSION = 4
+COLOR_COMPRESSION = {-1: "unknown", 0: "raw", 1: "png", 2: "jpeg"}
+DEPTH_COMPRESSION = {-1: "unknown", 0: "raw_ushort", 1: "zlib_ushort", 2: "occi_ushort"}
+DONE_FILE = ".export_done.json"
+
+
+@dataclass
+class SensHeader:
+    sensor_name: str
+    intrinsic_color: np.ndarray
+    extrinsic_color: np.ndarray
+    intrinsic_depth: np.ndarray
+    extrinsic_depth: np.ndarray
+    color_compression: int
+    depth_compression: int
+    color_width: int
+    color_height: int
+    depth_width: int
+    depth_height: int
+    depth_shift: float
+    num_frames: int
+
+
+@dataclass
+class SensFrame:
+    camera_to_world: np.ndarray
+    timestamp_color: int
+    timestamp_depth: int
+    color_bytes: bytes
+    depth_bytes: bytes
+
+
+def _read(f: BinaryIO, fmt: str, path: Path):
+    size = struct.calcsize(fmt)
+    data = f.read(size)
+    if len(data) != size:
+        raise DataError(f"{path}: truncated .sens file (ended at byte {f.tell()})")
+    return struct.unpack(fmt, data)
+
+
+def _read_bytes(f: BinaryIO, count: int, path: Path) -> bytes:
+    data = f.read(count)
+    if len(data) != count:
+        raise DataError(f"{path}: truncated .sens file (a frame's data ends early)")
+    return data
+
+
+def read_header(f: BinaryIO, path: Path) -> SensHeader:
+    (version,) = _read(f, "<I", path)
+    if version != SENS_VERSION:
+        raise DataError(f"{path}: .sens version {version}, only version {SENS_VERSION} "
+                        f"(ScanNet's SensorData) is read")
+    (length,) = _read(f, "<Q", path)
+    name = _read_bytes(f, length, path).decode("utf-8", "replace")
+    mats = [np.array(_read(f, "<16f", path), dtype=np.float64).reshape(4, 4) for _ in range(4)]
+    color_c, depth_c = _read(f, "<ii", path)
+    cw, ch, dw, dh = _read(f, "<4I", path)
+    (shift,) = _read(f, "<f", path)
+    (count,) = _read(f, "<Q", path)
+    header = SensHeader(name, *mats, color_c, depth_c, cw, ch, dw, dh, shift, count)
+    if color_c != 2:
+        raise DataError(f"{path}: colour compression {COLOR_COMPRESSION.get(color_c, color_c)}"
+                        f", only jpeg is exported")
+    if depth_c != 1:
+        raise DataError(f"{path}: depth compression {DEPTH_COMPRESSION.get(depth_c, depth_c)}"
+                        f", only zlib_ushort is exported")
+    return header
+
+
+def iter_frames(f: BinaryIO, header: SensHeader, path: Path,
+                wanted=lambda i: True) -> Iterator[tuple[int, Optional[SensFrame]]]:
+    """``(index, frame)`` for every frame; ``frame`` is None (data skipped) if not wanted."""
+    for index in range(header.num_frames):
+        pose = np.array(_read(f, "<16f", path), dtype=np.float64).reshape(4, 4)
+        t_color, t_depth, n_color, n_depth = _read(f, "<4Q", path)
+        if not wanted(index):
+            f.seek(n_color + n_depth, 1)
+            yield index, None
+            continue
+        color = _read_bytes(f, n_color, path)
+        depth = _read_bytes(f, n_depth, path)
+        yield index, SensFrame(pose, t_color, t_depth, color, depth)
+
+
+def decode_depth(frame: SensFrame, header: SensHeader, path: Path, index: int) -> np.ndarray:
+    """uint16 ``[depth_height, depth_width]`` in the file's units (``depth_shift`` per m)."""
+    try:
+        raw = zlib.decompress(frame.depth_bytes)
+    except zlib.error as err:
+        raise DataError(f"{path}: frame {index}: corrupt zlib depth ({err})") from None
+    expected = header.depth_width * header.depth_height * 2
+    if len(raw) != expected:
+        raise DataError(f"{path}: frame {index}: depth has {len(raw)} bytes, expected "
+                        f"{expected} ({header.depth_width}x{header.depth_height} uint16)")
+    return np.frombuffer(raw, dtype="<u2").reshape(header.depth_height, header.depth_width)
+
+
+def _matrix_text(matrix: np.ndarray) -> str:
+    return "\n".join(" ".join(f"{v:.9g}" for v in row) for row in matrix) + "\n"
+
+
+def frame_paths(out: Path, index: int) -> tuple[Path, Path, Path]:
+    return out / "rgb" / f"{index}.jpg", out / "depth" / f"{index}.png", out / "pose" / f"{index}.txt"
+
+
+def export(sens_path, out, frame_skip: int = 1, progress: bool = True) -> dict:
+    """Export every ``frame_skip``-th frame of ``sens_path`` into ``out`` (resuming).
+
+    Returns:
+        ``{"frames": exported, "skipped_existing": ..., "total_frames": ...}``.
+    """
+    sens_path, out = Path(sens_path), Path(out)
+    if frame_skip < 1:
+        raise ValueError(f"--frame_skip must be >= 1, got {frame_skip}")
+    if not sens_path.is_file():
+        raise DataError(f".sens file not found: {sens_path}")
+    written = existing = 0
+    with open(sens_path, "rb") as f:
+        header = read_header(f, sens_path)
+        if abs(header.depth_shift - 1000.0) > 1e-3:
+            # Our depth PNGs are millimetres; other units would be silently misread.
+            raise DataError(f"{sens_path}: depth shift {header.depth_shift}, only 1000 "
+                            f"(millimetres) is exported")
+        for name in ("intrinsic_color", "extrinsic_color", "intrinsic_depth",
+                     "extrinsic_depth"):
+            save_text(_matrix_text(getattr(header, name)), str(out / "intrinsic" / f"{name}.txt"))
+
+        def wanted(index):
+            return index % frame_skip == 0 and not all(p.is_file() for p in frame_paths(out, index))
+
+        bar = tqdm(total=header.num_frames, desc=sens_path.name, unit="frame",
+                   disable=not progress)
+        for index, frame in iter_frames(f, header, sens_path, wanted):
+            bar.update(1)
+            if frame is None:
+                existing += index % frame_skip == 0
+                continue
+            color_path, depth_path, pose_path = frame_paths(out, index)
+            depth = decode_depth(frame, header, sens_path, index)
+            ok, png = cv2.imencode(".png", depth)
+            if not ok:
+                raise DataError(f"{sens_path}: frame {index}: cannot encode depth")
+            # Colour and depth first, the pose last: the pose marks a complete frame for
+            # the loaders, the three files together for resuming.
+            with atomic_open(str(color_path)) as g:
+                g.write(frame.color_bytes)
+            with atomic_open(str(depth_path)) as g:
+                g.write(png.tobytes())
+            save_text(_matrix_text(frame.camera_to_world), str(pose_path))
+            written += 1
+        bar.close()
+    summary = {"sens": str(sens_path), "sensor": header.sensor_name,
+               "total_frames": header.num_frames, "frame_skip": frame_skip,
+               "frames": written + existing, "written": written,
+               "skipped_existing": existing,
+               "color_hw": [header.color_height, header.color_width],
+               "depth_hw": [header.depth_height, header.depth_width]}
+    save_json(summary, str(out / DONE_FILE))
+    logger.info("%s: %d frames exported to %s (%d already there)", sens_path, written, out,
+                existing)
+    return summary
+
+
+# ----------------------------------------------------------------------- writing (tests)
+def write_sens(path, color_jpegs: Sequence[bytes], depths_mm: Sequence[np.ndarray],
+               poses: Sequence[np.ndarray], intrinsic_color: np.ndarray,
+               intrinsic_depth: np.ndarray, color_hw: Sequence[int],
+               sensor_name: str = "StructureSensor", version: int = SENS_VERSION) -> None:
+    """Write a ``.sens`` file in the documented format (used by the tests)."""
+    depth_hw = depths_mm[0].shape
+    name = sensor_name.encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IQ", version, len(name)) + name)
+        for matrix in (intrinsic_color, np.eye(4), intrinsic_depth, np.eye(4)):
+            f.write(struct.pack("<16f", *np.asarray(matrix, np.float32).ravel()))
+        f.write(struct.pack("<ii4IfQ", 2, 1, color_hw[1], color_hw[0], depth_hw[1],
+                            depth_hw[0], 1000.0, len(poses)))
+        for index, (jpeg, depth, pose) in enumerate(zip(color_jpegs, depths_mm, poses)):
+            packed = zlib.compress(np.ascontiguousarray(depth, dtype="<u2").tobytes())
+            f.write(struct.pack("<16f", *np.asarray(pose, np.float32).ravel()))
+            f.write(struct.pack("<4Q", index, index, len(jpeg), len(packed)))
+            f.write(jpeg + packed)
+        f.write(struct.pack("<Q", 0))  # no IMU frames
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sens", help="the scene's .sens file")
+    parser.add_argument("out", help="output scene folder (rgb/, depth/, pose/, intrinsic/)")
+    parser.add_argument("--frame_skip", type=int, default=1,
+                        help="export every n-th frame (files keep the frame's index)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return export(args.sens, args.out, args.frame_skip)
+
+
+if __name__ == "__main__":
+    main()

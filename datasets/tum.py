@@ -1,0 +1,127 @@
+"""TUM RGB-D sequences as posed frames.
+
+Layout (the benchmark's own)::
+
+    DIR/rgb.txt          "timestamp rgb/<t>.png" per line ('#' comments)
+    DIR/depth.txt        "timestamp depth/<t>.png" (16-bit PNG, 5000 units per metre)
+    DIR/groundtruth.txt  "timestamp tx ty tz qx qy qz qw": the colour camera's optical
+                         centre in the world (camera-to-world)
+
+Each colour frame takes the depth map and the ground-truth pose nearest in time, both
+within ``max_dt`` seconds (the benchmark's ``associate.py`` uses 0.02 s). A colour frame
+without a pose that close is left out (counted and logged: the motion-capture system
+loses track at times); one without depth gets no ground truth.
+
+Intrinsics: ``--intrinsics fx,fy,cx,cy``, or the benchmark's published values for the
+freiburg camera named in the folder (``rgbd_dataset_freiburg1_xyz`` -> freiburg1). The
+fr1/fr2 images are not undistorted; their small distortion is ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from datasets.colmap import qvec_to_rotation
+from datasets.intrinsics import resize_intrinsics
+from datasets.io import DataError, image_size
+from datasets.posed import PosedFrame, check_pose
+
+logger = logging.getLogger(__name__)
+
+TUM_DEPTH_SCALE = 5000.0
+TUM_HW = (480, 640)
+# fx, fy, cx, cy of the colour camera at 640x480 (TUM_HW) (TUM RGB-D "file formats" page).
+FREIBURG_INTRINSICS = {
+    "freiburg1": (517.3, 516.5, 318.6, 255.3),
+    "freiburg2": (520.9, 521.0, 325.1, 249.7),
+    "freiburg3": (535.4, 539.2, 320.1, 247.6),
+}
+
+
+def read_timestamps(path: Path, columns: int) -> list[tuple[float, list[str]]]:
+    """``[(timestamp, other fields)]`` of a TUM list file, each line ``columns`` fields."""
+    if not path.is_file():
+        raise DataError(f"TUM file not found: {path}")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.replace(",", " ").split()
+        if len(fields) != columns:
+            raise DataError(f"{path}, line {number}: expected {columns} fields, got "
+                            f"{len(fields)}: {line!r}")
+        try:
+            rows.append((float(fields[0]), fields[1:]))
+        except ValueError:
+            raise DataError(f"{path}, line {number}: bad timestamp {fields[0]!r}") from None
+    if not rows:
+        raise DataError(f"{path} lists nothing")
+    return rows
+
+
+def nearest(stamps: np.ndarray, query: float, max_dt: float) -> Optional[int]:
+    """Index of the timestamp nearest ``query`` if within ``max_dt``, else None."""
+    pos = int(np.searchsorted(stamps, query))
+    best = min((i for i in (pos - 1, pos) if 0 <= i < len(stamps)),
+               key=lambda i: abs(stamps[i] - query))
+    return best if abs(stamps[best] - query) <= max_dt else None
+
+
+def tum_pose(fields: list[str], source: str) -> np.ndarray:
+    """camera-to-world of ``tx ty tz qx qy qz qw``."""
+    tx, ty, tz, qx, qy, qz, qw = (float(v) for v in fields)
+    pose = np.eye(4)
+    pose[:3, :3] = qvec_to_rotation(np.array([qw, qx, qy, qz]))
+    pose[:3, 3] = (tx, ty, tz)
+    return check_pose(pose, source)
+
+
+def freiburg_intrinsics(root: Path) -> tuple[np.ndarray, str]:
+    match = re.search(r"freiburg([123])", str(root.resolve()))
+    if match is None:
+        raise DataError(f"{root}: no freiburg camera in the folder name; pass its intrinsics "
+                        f"with --intrinsics fx,fy,cx,cy")
+    key = f"freiburg{match.group(1)}"
+    fx, fy, cx, cy = FREIBURG_INTRINSICS[key]
+    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]]), f"TUM {key} preset"
+
+
+def tum_frames(root: Path, K_override: Optional[np.ndarray] = None,
+               max_dt: float = 0.02) -> tuple[list[PosedFrame], np.ndarray, str]:
+    """Frames (colour timestamp order), native intrinsics and their source."""
+    rgb = sorted(read_timestamps(root / "rgb.txt", 2))
+    depth_file = root / "depth.txt"
+    depth = sorted(read_timestamps(depth_file, 2)) if depth_file.is_file() else []
+    gt_file = root / "groundtruth.txt"
+    gt = sorted(read_timestamps(gt_file, 8))
+    depth_t = np.array([t for t, _ in depth])
+    gt_t = np.array([t for t, _ in gt])
+    frames, unposed = [], []
+    for stamp, (name,) in rgb:
+        pose_index = nearest(gt_t, stamp, max_dt)
+        if pose_index is None:
+            unposed.append(name)
+            continue
+        pose = tum_pose(gt[pose_index][1], f"{gt_file}, timestamp {gt[pose_index][0]:.6f}")
+        depth_index = nearest(depth_t, stamp, max_dt) if len(depth_t) else None
+        depth_path = root / depth[depth_index][1][0] if depth_index is not None else None
+        frames.append(PosedFrame(root / name, pose, depth_path))
+    if unposed:
+        logger.warning("%s: %d of %d colour frames have no ground-truth pose within %.3f s "
+                       "and are left out (e.g. %s)", root, len(unposed), len(rgb), max_dt,
+                       unposed[0])
+    if not frames:
+        raise DataError(f"{gt_file}: no pose within {max_dt} s of any frame of "
+                        f"{root / 'rgb.txt'}")
+    if K_override is not None:
+        return frames, K_override, "--intrinsics"
+    K, source = freiburg_intrinsics(root)
+    # The presets describe the 640x480 images the benchmark ships; scale to resized copies.
+    K = resize_intrinsics(K, TUM_HW, image_size(frames[0].color, "colour image"))
+    return frames, K, source

@@ -1,0 +1,270 @@
+"""Depth for your own posed video: per-frame depth maps, a fused mesh and, with ground
+truth, the 2D depth and 3D mesh metrics.
+
+    python predict.py --input my_capture --output out --loadckpt model_000006.ckpt
+    python predict.py --input rgbd_dataset_freiburg1_desk --output out_tum --format tum \\
+        --loadckpt model_000006.ckpt --frame_interval 1 --min_baseline 0.1
+
+Writes ``OUT/depth/<frame>.png`` (uint16 millimetres, network resolution),
+``OUT/preview/<frame>.jpg`` (colour-mapped, 0-5 m), ``OUT/mesh.ply`` (``--fuse``), and
+``OUT/summary.json`` last (frames, timing, checkpoint, options, metrics). With ground-truth
+depth in the capture also ``OUT/mesh_gt.ply`` (fused from it with the same settings) and
+the metrics. Re-running the same command resumes: finished depth maps are reused, an
+interrupted prediction restarts from the first frame (the EST memory needs the stream).
+Formats and options: datasets/posed.py, configs/default.yaml ``predict:``, ``--help``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from datasets.intrinsics import resize_intrinsics
+from datasets.io import read_depth
+from datasets.posed import open_capture
+from models import DepthNetHybrid
+from models.memory import MemoryBuffer
+from utils import fusion
+from utils import metrics as metrics_mod
+from utils.config import load_config
+from utils.distributed import resolve_device
+from utils.evaluation import (COLOR_MAX_DEPTH, build_model, estm_protocol, file_sha256,
+                              frame_stem, infer_windows, joint_protocol)
+from utils.io import atomic_open, save_image, save_json
+from utils.logs import setup_logging
+from utils.visualization import colorize_depth
+
+log = logging.getLogger("predict")
+DEPTH_DONE = ".depth_done.json"
+SUMMARY = "summary.json"
+FORMAT = "estdepth/predict"
+VERSION = 1
+MESH_POINTS = 100_000
+RANDOM_WEIGHTS_WARNING = (
+    "no --loadckpt: the model has RANDOM weights and its depths are meaningless. Pass a "
+    "checkpoint: the released model_000006.ckpt (ResNet-50, 64 planes, 0.1-10 m; README "
+    "'The released checkpoint') or one trained with train_hybrid.py.")
+
+
+def make_protocol(args):
+    if args.mode == "estm":
+        return estm_protocol(args.lwindow, args.memory_size)
+    if args.mode == "joint":
+        return joint_protocol(args.seq_len)
+    raise ValueError(f"--mode must be estm or joint, got {args.mode!r}")
+
+
+def make_model(args, device: torch.device) -> DepthNetHybrid:
+    """The checkpoint's model, or a randomly initialised one (with a loud warning)."""
+    if args.loadckpt:
+        return build_model(args, device)
+    torch.manual_seed(args.seed)
+    model = DepthNetHybrid(ndepths=args.ndepths, depth_min=args.depth_min,
+                           depth_max=args.depth_max, resnet=args.resnet,
+                           IF_EST_transformer=args.IF_EST_transformer)
+    return model.to(device).eval()
+
+
+def run_identity(args, seq) -> tuple[str, dict]:
+    """Hash of everything that changes the depth maps (not paths, device or fusion)."""
+    hashed = {
+        "version": VERSION, "mode": args.mode, "seq_len": args.seq_len,
+        "lwindow": args.lwindow, "memory_size": args.memory_size,
+        "checkpoint_sha256": file_sha256(args.loadckpt) if args.loadckpt else None,
+        "seed": None if args.loadckpt else args.seed,
+        "resnet": args.resnet, "ndepths": args.ndepths, "depth_min": float(args.depth_min),
+        "depth_max": float(args.depth_max), "IF_EST_transformer": bool(args.IF_EST_transformer),
+        "height": args.height, "width": args.width, "save_images": bool(args.save_images),
+        "frames": [str(Path(p).resolve()) for p in frame_paths(seq)],
+        "poses": hashlib.sha256(np.stack(seq.poses).astype(np.float64).tobytes()).hexdigest(),
+        "cam_intr": seq.cam_intr.tolist(),
+    }
+    return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16], hashed
+
+
+def frame_paths(seq) -> list[str]:
+    if hasattr(seq, "frames"):
+        return [str(getattr(f, "color")) for f in seq.frames]
+    return [seq[i]["img_path"] for i in range(len(seq))]
+
+
+def save_depth_png(depth_hw: np.ndarray, path: Path) -> None:
+    """uint16 millimetres (0 = none; clipped to 65.535 m), written atomically."""
+    mm = np.clip(np.rint(np.nan_to_num(depth_hw, nan=0.0) * 1000.0), 0, 65535).astype(np.uint16)
+    ok, buf = cv2.imencode(".png", mm)
+    if not ok:
+        raise ValueError(f"could not encode {path}")
+    with atomic_open(str(path), "wb") as f:
+        f.write(buf.tobytes())
+
+
+def read_done(out: Path, config_hash: str, overwrite: bool):
+    """The depth marker if it is complete for this configuration, else None."""
+    try:
+        marker = json.loads((out / DEPTH_DONE).read_text())
+    except (OSError, ValueError):
+        return None
+    if marker.get("config_hash") != config_hash:
+        if not overwrite:
+            raise RuntimeError(f"{out} holds depths predicted with another configuration "
+                               f"(hash {marker.get('config_hash')}, this run {config_hash}); "
+                               f"use another --output or --overwrite True")
+        return None
+    if any(not (out / f).is_file() for f in marker.get("files", [])):
+        return None
+    return marker
+
+
+def predict_depths(args, seq, out: Path, config_hash: str, device) -> dict:
+    """Run the model over the sequence and write a depth PNG (+ preview) per target frame."""
+    for folder in ("depth", "preview"):  # an interrupted attempt: start clean
+        shutil.rmtree(out / folder, ignore_errors=True)
+    protocol = make_protocol(args)
+    windows = protocol.windows(len(seq))
+    if not windows:
+        raise ValueError(f"{seq.name}: {len(seq)} selected frame(s), too few for one "
+                         f"{args.mode} window; lower --frame_interval / --min_baseline")
+    stems = [frame_stem(p) for p in frame_paths(seq)]
+    if len(set(stems)) != len(stems):
+        raise ValueError(f"{seq.name}: two selected frames share the file name "
+                         f"{next(s for s in stems if stems.count(s) > 1)!r}; outputs are "
+                         f"named by it")
+    model = make_model(args, device)
+    memory = MemoryBuffer(protocol.memory_size) if model.IF_EST_transformer else None
+    targets = sum(len(protocol.targets(w)) for w in windows)
+    frames, files = [], []
+    start = time.perf_counter()
+    with tqdm(total=targets, desc="predict", unit="frame", dynamic_ncols=True) as bar:
+        for window, batch, outputs in infer_windows(model, seq, windows, memory):
+            for t, index in protocol.targets(window):
+                depth = outputs[("depth", t, 0)][0, 0].float().cpu().numpy()
+                stem = stems[index]
+                save_depth_png(depth, out / "depth" / f"{stem}.png")
+                files.append(f"depth/{stem}.png")
+                if args.save_images:
+                    rgb = colorize_depth(depth, max_depth=COLOR_MAX_DEPTH)
+                    save_image(str(out / "preview" / f"{stem}.jpg"),
+                               cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                    files.append(f"preview/{stem}.jpg")
+                frames.append({"index": index, "stem": stem,
+                               "image": batch["img_paths"][window.index(index)]})
+                bar.update(1)
+    seconds = time.perf_counter() - start
+    marker = {"config_hash": config_hash, "frames": frames, "files": files,
+              "windows": len(windows), "inference_s": seconds,
+              "frames_per_s": len(frames) / seconds if seconds > 0 else None,
+              "random_weights": not args.loadckpt}
+    save_json(marker, str(out / DEPTH_DONE))
+    return marker
+
+
+def depth_metrics(seq, out: Path, frames: list, args) -> dict | None:
+    """2D metrics of the saved depths against the capture's ground truth (mean over frames)."""
+    rows = []
+    for frame in frames:
+        item = seq[frame["index"]]
+        if item["dmap"] is None:
+            continue
+        pred = read_depth(out / "depth" / f"{frame['stem']}.png")
+        pred, _ = metrics_mod.sanitize_prediction(pred, args.min_depth_eval)
+        row = metrics_mod.frame_metrics(pred, item["dmap"][0].numpy(), item["dmask"][0].numpy())
+        if row is not None:
+            rows.append(row)
+    if not rows:
+        return None
+    result = metrics_mod.mean_rows(rows, metrics_mod.METRIC_NAMES)
+    result["frames"] = len(rows)
+    return result
+
+
+def fuse_outputs(seq, out: Path, frames: list, args, device) -> dict:
+    """Fuse the predicted (and, when there, ground-truth) depths; mesh metrics with both."""
+    K_net = seq.cam_intr.numpy().astype(np.float64)
+    net_hw = (args.height, args.width)
+    pred_frames, gt_frames = [], []
+    for frame in frames:
+        pose = seq.poses[frame["index"]]
+        pred = read_depth(out / "depth" / f"{frame['stem']}.png")
+        pred_frames.append((pred, resize_intrinsics(K_net, net_hw, pred.shape), pose))
+        item = seq[frame["index"]]
+        if item["dmap"] is not None:
+            gt = item["dmap"][0].numpy()
+            gt_frames.append((gt, resize_intrinsics(K_net, net_hw, gt.shape), pose))
+    start = time.perf_counter()
+    mesh, _ = fusion.fuse_depths(pred_frames, args.voxel_size, args.fuse_max_depth,
+                                 device=device)
+    fusion.save_ply(mesh, out / "mesh.ply")
+    result = {"mesh": "mesh.ply", "faces": len(mesh), "vertices": len(mesh.vertices_v3),
+              "voxel_size": args.voxel_size, "max_depth": args.fuse_max_depth}
+    if gt_frames:
+        gt_mesh, _ = fusion.fuse_depths(gt_frames, args.voxel_size, args.fuse_max_depth,
+                                        device=device)
+        fusion.save_ply(gt_mesh, out / "mesh_gt.ply")
+        result["mesh_gt"] = "mesh_gt.ply"
+        result["metrics"] = fusion.mesh_metrics(mesh, gt_mesh, num_points=MESH_POINTS)
+    result["fusion_s"] = time.perf_counter() - start
+    return result
+
+
+def main(argv=None) -> dict:
+    args = load_config("predict", argv, description=__doc__)
+    setup_logging(args.log_level)
+    if not args.input:
+        raise ValueError("--input is required (the capture folder)")
+    device = resolve_device(args.device)
+    out = Path(args.output)
+    seq = open_capture(args.input, args.format, args.height, args.width, args.frame_interval,
+                       args.min_baseline, args.min_rotation, args.intrinsics,
+                       args.min_depth_eval, args.max_depth_eval, args.tum_max_dt)
+    config_hash, hashed = run_identity(args, seq)
+    log.info("%s (%s): %d frames -> %s (configuration %s, %s on %s)", args.input, seq.format,
+             len(seq), out, config_hash, args.mode, device)
+    if not args.loadckpt:
+        log.warning(RANDOM_WEIGHTS_WARNING)
+
+    marker = read_done(out, config_hash, args.overwrite)
+    if marker is None:
+        marker = predict_depths(args, seq, out, config_hash, device)
+    else:
+        log.info("depths already predicted in %s (%d frames), reused", out,
+                 len(marker["frames"]))
+    frames = marker["frames"]
+    summary = {
+        "format": FORMAT, "version": VERSION, "config_hash": config_hash,
+        "input": str(args.input), "capture_format": seq.format,
+        "checkpoint": args.loadckpt, "random_weights": not args.loadckpt,
+        "frames": [f["stem"] for f in frames], "num_frames": len(frames),
+        "sequence_frames": len(seq),
+        "timing": {"inference_s": marker["inference_s"],
+                   "frames_per_s": marker["frames_per_s"]},
+        "options": {k: v for k, v in sorted(vars(args).items())},
+        "hashed": hashed,
+    }
+    summary["depth_metrics"] = depth_metrics(seq, out, frames, args)
+    if args.fuse:
+        summary["fusion"] = fuse_outputs(seq, out, frames, args, device)
+    save_json(summary, str(out / SUMMARY))
+    if summary["depth_metrics"]:
+        log.info("depth metrics over %d frames: %s", summary["depth_metrics"]["frames"],
+                 ", ".join(f"{k} {summary['depth_metrics'][k]:.3f}"
+                           for k in ("abs_rel", "abs_diff", "rmse", "a1")))
+    if args.fuse and "metrics" in summary["fusion"]:
+        m = summary["fusion"]["metrics"]
+        log.info("mesh vs ground-truth mesh: acc %.3f m, comp %.3f m, precision %.3f, recall "
+                 "%.3f, F-score %.3f (5 cm)", m["acc"], m["comp"], m["prec"], m["recall"],
+                 m["fscore"])
+    log.info("wrote %s", out / SUMMARY)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

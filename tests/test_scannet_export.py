@@ -1,0 +1,96 @@
+"""ScanNet .sens export (datasets/scannet_export.py) on small files written in the format."""
+
+import struct
+
+import cv2
+import numpy as np
+import pytest
+
+from datasets import scannet_export
+from datasets.io import DataError, read_depth, read_pose
+from datasets.scannet import ScanNetSequence
+
+COLOR_HW, DEPTH_HW = (60, 80), (30, 40)
+K_COLOR = np.array([[70.0, 0, 39.5, 0], [0, 70.0, 29.5, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+K_DEPTH = np.array([[35.0, 0, 19.5, 0], [0, 35.0, 14.5, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+
+
+def make_sens(path, count: int = 7, version: int = 4):
+    rng = np.random.default_rng(1)
+    jpegs, depths, poses = [], [], []
+    for i in range(count):
+        ok, jpeg = cv2.imencode(".jpg", rng.integers(0, 255, (*COLOR_HW, 3), np.uint8))
+        jpegs.append(jpeg.tobytes())
+        depths.append(rng.integers(0, 5000, DEPTH_HW).astype(np.uint16))
+        pose = np.eye(4)
+        pose[:3, 3] = [0.1 * i, 0.25, -0.5 * i]
+        poses.append(pose)
+    scannet_export.write_sens(path, jpegs, depths, poses, K_COLOR, K_DEPTH, COLOR_HW,
+                              version=version)
+    return jpegs, depths, poses
+
+
+def test_round_trip(tmp_path):
+    sens = tmp_path / "scene0000_00.sens"
+    jpegs, depths, poses = make_sens(sens)
+    out = tmp_path / "scans" / "scene0000_00"
+    summary = scannet_export.main([str(sens), str(out), "--frame_skip", "2"])
+    assert summary["frames"] == 4 and summary["total_frames"] == 7
+    for i in (0, 2, 4, 6):
+        assert (out / "rgb" / f"{i}.jpg").read_bytes() == jpegs[i]  # stored bytes, no re-encode
+        raw = cv2.imread(str(out / "depth" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(raw, depths[i])
+        np.testing.assert_allclose(read_pose(out / "pose" / f"{i}.txt"), poses[i], atol=1e-6)
+    assert not (out / "rgb" / "1.jpg").exists()
+    np.testing.assert_allclose(np.loadtxt(out / "intrinsic" / "intrinsic_color.txt"), K_COLOR)
+    np.testing.assert_allclose(np.loadtxt(out / "intrinsic" / "intrinsic_depth.txt"), K_DEPTH)
+    # The ScanNet loader reads the export, with the file's own intrinsics.
+    seq = ScanNetSequence(out, height=32, width=64, frame_interval=1, intrinsics="scene")
+    assert len(seq) == 4
+    np.testing.assert_allclose(seq.cam_intr.numpy()[0, 0], 70.0 * 64 / 80, rtol=1e-6)
+    np.testing.assert_allclose(seq[1]["dmap"][0].numpy(),
+                               np.where(depths[2] <= 5000, depths[2], 0) / 1000.0, atol=1e-6)
+    assert np.allclose(read_depth(out / "depth" / "6.png"), depths[6] / 1000.0)
+
+
+def test_resume_skips_finished_frames(tmp_path):
+    sens = tmp_path / "s.sens"
+    make_sens(sens)
+    out = tmp_path / "out"
+    scannet_export.export(sens, out, progress=False)
+    (out / "pose" / "3.txt").unlink()  # an interrupted frame
+    before = (out / "rgb" / "5.jpg").stat().st_mtime_ns
+    summary = scannet_export.export(sens, out, progress=False)
+    assert summary["written"] == 1 and summary["skipped_existing"] == 6
+    assert (out / "pose" / "3.txt").is_file()
+    assert (out / "rgb" / "5.jpg").stat().st_mtime_ns == before
+
+
+def test_bad_files_are_named(tmp_path):
+    sens = tmp_path / "old.sens"
+    make_sens(sens, version=3)
+    with pytest.raises(DataError, match=r"old\.sens: \.sens version 3, only version 4"):
+        scannet_export.export(sens, tmp_path / "out", progress=False)
+    sens = tmp_path / "cut.sens"
+    make_sens(sens)
+    sens.write_bytes(sens.read_bytes()[:-600])
+    with pytest.raises(DataError, match=r"cut\.sens: truncated"):
+        scannet_export.export(sens, tmp_path / "out2", progress=False)
+    with pytest.raises(DataError, match="not found"):
+        scannet_export.export(tmp_path / "none.sens", tmp_path / "out3", progress=False)
+
+
+def test_header_layout():
+    """The documented header: version, name, 4 matrices, compression, sizes, shift, count."""
+    import io
+
+    buf = io.BytesIO()
+    buf.write(struct.pack("<IQ", 4, 3) + b"abc")
+    for _ in range(4):
+        buf.write(struct.pack("<16f", *np.eye(4, dtype=np.float32).ravel()))
+    buf.write(struct.pack("<ii4IfQ", 2, 1, 1296, 968, 640, 480, 1000.0, 5))
+    buf.seek(0)
+    header = scannet_export.read_header(buf, "x.sens")
+    assert (header.sensor_name, header.color_width, header.color_height, header.depth_width,
+            header.depth_height, header.depth_shift, header.num_frames) == \
+        ("abc", 1296, 968, 640, 480, 1000.0, 5)
