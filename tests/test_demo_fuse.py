@@ -10,11 +10,12 @@ from utils.io import save_npy
 
 def test_fuse_heldout_scores_exact_depth_above_wrong_depth(tmp_path):
     data = tmp_path / "data"
-    generate(data, layout="scannet", scenes=1, frames=30, height=64, width=64, val=0, test=1,
+    generate(data, layout="scannet", scenes=1, frames=30, height=128, width=128, val=0, test=1,
              workers=1)
-    args = load_config("demo", ["--out", str(tmp_path), "--height", "64", "--width", "64"])
+    args = load_config("demo", ["--out", str(tmp_path), "--height", "128", "--width", "128"])
     scene = (data / "splits" / "test_split.txt").read_text().split()[0]
-    seq = ScanNetSequence(data / scene, height=64, width=64, frame_interval=args.frame_interval,
+    seq = ScanNetSequence(data / scene, height=128, width=128,
+                          frame_interval=args.frame_interval,
                           depth_min=args.depth_min, depth_max=args.depth_max, intrinsics="scene")
     # "trained" saved the exact depth, "untrained" a depth 30% too far (ESTM: inner frames).
     for tag, factor in (("trained", 1.0), ("untrained", 1.3)):
