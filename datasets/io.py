@@ -164,22 +164,31 @@ def read_pose(path: Path | str) -> np.ndarray:
         world_T_cam_44: ``float64 [4, 4]``.
     """
     path = Path(path)
-    pose = _load_matrix(path, "pose file")
+    return check_rigid_pose(_load_matrix(path, "pose file"), f"pose file {path}")
+
+
+def check_rigid_pose(pose_44: np.ndarray, source: str) -> np.ndarray:
+    """``pose_44`` as float64 if it is a finite rigid 4x4 transform (see :func:`read_pose`).
+
+    Raises:
+        NonFinitePoseError or DataError, their message starting with ``source``.
+    """
+    pose = np.asarray(pose_44, dtype=np.float64)
     if pose.shape != (4, 4):
-        raise DataError(f"pose file {path} must hold a 4x4 matrix, got shape {pose.shape}")
+        raise DataError(f"{source} must hold a 4x4 matrix, got shape {pose.shape}")
     if not np.all(np.isfinite(pose)):
-        raise NonFinitePoseError(f"pose file {path} holds non-finite values")
+        raise NonFinitePoseError(f"{source} holds non-finite values")
     if not np.allclose(pose[3], [0.0, 0.0, 0.0, 1.0], atol=1e-6):
-        raise DataError(f"pose file {path} is not a rigid transform: bottom row {pose[3]}")
+        raise DataError(f"{source} is not a rigid transform: bottom row {pose[3]}")
     R = pose[:3, :3]
     off_orthonormal = float(np.abs(R.T @ R - np.eye(3)).max())
     det = float(np.linalg.det(R))
     if off_orthonormal > ROTATION_TOLERANCE or abs(det - 1.0) > ROTATION_TOLERANCE:
-        raise DataError(f"pose file {path} is not a rigid transform: its rotation has "
+        raise DataError(f"{source} is not a rigid transform: its rotation has "
                         f"|R^T R - I| = {off_orthonormal:.3g} and det {det:.4g} (need "
                         f"orthonormal with det 1, within {ROTATION_TOLERANCE})")
     if np.abs(pose[:3, 3]).max() > MAX_TRANSLATION:
-        raise DataError(f"pose file {path} has a translation of {pose[:3, 3]} m: beyond "
+        raise DataError(f"{source} has a translation of {pose[:3, 3]} m: beyond "
                         f"{MAX_TRANSLATION:g} m it is not a usable camera position (centre "
                         f"the coordinates)")
     return pose

@@ -39,8 +39,8 @@ import torch
 from torch.utils.data import Dataset
 
 from datasets.intrinsics import check_principal_point, resize_intrinsics
-from datasets.io import (DataError, image_size, mask_depth_range, read_color, read_depth,
-                         read_intrinsics, read_pose)
+from datasets.io import (DataError, check_rigid_pose, image_size, mask_depth_range,
+                         read_color, read_depth, read_intrinsics, read_pose)
 
 logger = logging.getLogger(__name__)
 
@@ -60,22 +60,6 @@ class PosedFrame:
 def natural_key(name: str):
     """Sort key putting ``frame2`` before ``frame10``."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def check_pose(pose_44: np.ndarray, source: str) -> np.ndarray:
-    """A finite rigid camera-to-world matrix, or a :class:`DataError` naming ``source``."""
-    pose = np.asarray(pose_44, dtype=np.float64)
-    if pose.shape != (4, 4):
-        raise DataError(f"{source}: a pose must be 4x4, got shape {pose.shape}")
-    if not np.all(np.isfinite(pose)):
-        raise DataError(f"{source}: the pose holds non-finite values")
-    if not np.allclose(pose[3], [0, 0, 0, 1], atol=1e-6):
-        raise DataError(f"{source}: not a rigid transform, bottom row {pose[3]}")
-    rotation = pose[:3, :3]
-    if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-3):
-        raise DataError(f"{source}: the rotation part is not orthonormal (scaled or sheared "
-                        f"pose?)")
-    return pose
 
 
 def select_frames(poses: Sequence[np.ndarray], frame_interval: int = 1,
@@ -180,7 +164,7 @@ def read_poses_file(path: Path) -> list[np.ndarray]:
     if rows.shape[1] != 16:
         raise DataError(f"poses file {path} must hold 16 numbers (a flattened 4x4 "
                         f"camera-to-world) per line, got {rows.shape[1]}")
-    return [check_pose(row.reshape(4, 4), f"poses file {path}, line {i + 1}")
+    return [check_rigid_pose(row.reshape(4, 4), f"poses file {path}, line {i + 1}")
             for i, row in enumerate(rows)]
 
 
@@ -199,7 +183,7 @@ def folder_frames(root: Path) -> tuple[list[PosedFrame], np.ndarray, str]:
             path = poses_dir / f"{image.stem}.txt"
             if not path.is_file():
                 raise DataError(f"pose file missing for image {image}: {path}")
-            poses.append(check_pose(read_pose(path), f"pose file {path}"))
+            poses.append(read_pose(path))
     else:
         raise DataError(f"no poses in {root}: expected {poses_file} (one flattened 4x4 per "
                         f"line) or {poses_dir}/<image name>.txt")

@@ -28,8 +28,8 @@ import numpy as np
 
 from datasets.colmap import qvec_to_rotation
 from datasets.intrinsics import resize_intrinsics
-from datasets.io import DataError, image_size
-from datasets.posed import PosedFrame, check_pose
+from datasets.io import DataError, check_rigid_pose, image_size
+from datasets.posed import PosedFrame
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def tum_pose(fields: list[str], source: str) -> np.ndarray:
     pose = np.eye(4)
     pose[:3, :3] = qvec_to_rotation(np.array([qw, qx, qy, qz]))
     pose[:3, 3] = (tx, ty, tz)
-    return check_pose(pose, source)
+    return check_rigid_pose(pose, source)
 
 
 def freiburg_intrinsics(root: Path) -> tuple[np.ndarray, str]:
