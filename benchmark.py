@@ -28,7 +28,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
-from models import DepthNetHybrid
+from models import DepthNetHybrid, precision
 from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
 from utils.config import load_config
@@ -36,7 +36,6 @@ from utils.distributed import resolve_device
 from utils.evaluation import estm_protocol, infer_windows, joint_protocol
 from utils.io import save_json
 
-AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MEASURES = ("estm", "joint", "train")
 LABELS = {"estm_window": "ESTM window (3 frames, 1 target, 2 memories)",
           "joint_window": "Joint window (5 frames, 3 targets, 1 memory)",
@@ -294,8 +293,7 @@ def print_report(results: dict, before: dict | None) -> None:
 def main(argv=None) -> dict:
     args = load_config("benchmark", argv, description=__doc__)
     logging.basicConfig(level=getattr(logging, args.log_level, logging.INFO))
-    if args.amp not in AMP:
-        raise ValueError(f"--amp must be one of {sorted(AMP)}, got {args.amp!r}")
+    dtype = precision.amp_dtype(args.amp)  # validates --amp before any work
     measures = [m.strip() for m in args.measure.split(",") if m.strip()]
     unknown = set(measures) - set(MEASURES)
     if unknown:
@@ -308,7 +306,6 @@ def main(argv=None) -> dict:
             before = json.load(f)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
-    dtype = AMP[args.amp]
     model = DepthNetHybrid(ndepths=args.ndepths, depth_min=args.depth_min,
                            depth_max=args.depth_max, resnet=args.resnet,
                            IF_EST_transformer=args.IF_EST_transformer).to(device)
