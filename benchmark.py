@@ -6,11 +6,13 @@
     python benchmark.py --threads 1 --cpu_time true --compare before.json
     python benchmark.py --measure "" --loader true --loader_workers 4
     python benchmark.py --measure "" --sequence 1000 --height 128 --width 128 --resnet 18
+    python benchmark.py --device cuda --amp bf16 --frames ../shared/data/7scenes/redkitchen/seq-sample --frame_interval 1
 
 ESTM and Joint windows run through the evaluation loop (``utils.evaluation.infer_windows``)
 on a synthetic sequence with random images and a sideways camera motion (timings do not
 depend on the pixels), so a window's time is what the evaluation spends per window in the
-steady state, memory included. ``--fast false`` runs the official per-window forward
+steady state, memory included; ``--frames`` reads real frames from disk instead (end to end:
+decoding and resizing included). ``--fast false`` runs the official per-window forward
 instead (the baseline). Every measurement reports the median, min, max and standard
 deviation over ``--iters`` repetitions after ``--warmup`` untimed ones.
 """
@@ -33,7 +35,7 @@ from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
 from utils.config import load_config
 from utils.distributed import resolve_device
-from utils.evaluation import estm_protocol, infer_windows, joint_protocol
+from utils.evaluation import estm_protocol, infer_windows, joint_protocol, open_sequence
 from utils.io import save_json
 
 MEASURES = ("estm", "joint", "train")
@@ -97,6 +99,19 @@ class RandomSequence:
                 "img_path": f"{i}.jpg", "frame_id": i}
 
 
+def window_frames(args, n: int):
+    """The sequence the timed windows read: ``--frames`` from disk, else random images."""
+    if not args.frames:
+        return RandomSequence(n, args.height, args.width)
+    seq = open_sequence("7scenes", args.frames, args.height, args.width, args.frame_interval,
+                        args.intrinsics, args.depth_min, args.depth_max)
+    if len(seq) < n:
+        raise ValueError(f"--frames {args.frames}: {len(seq)} frames at --frame_interval "
+                         f"{args.frame_interval}, the timed windows need {n} (lower --iters "
+                         f"or --warmup)")
+    return seq
+
+
 def random_window(frames: int, height: int, width: int, device):
     """A training window: random images, a sideways camera motion, random depth."""
     seq = RandomSequence(frames, height, width)
@@ -115,7 +130,7 @@ def timed_windows(model, protocol, reps: int, warmup: int, args, timer, autocast
     probe = protocol.windows(10 ** 4)
     n_windows = skip + reps
     frames = probe[n_windows - 1][-1] + 1
-    seq = RandomSequence(frames, args.height, args.width)
+    seq = window_frames(args, frames)
     memory = MemoryBuffer(protocol.memory_size) if model.IF_EST_transformer else None
     loop = infer_windows(model, seq, probe[:n_windows], memory, cache_features=args.fast)
     seconds = []
@@ -322,6 +337,7 @@ def main(argv=None) -> dict:
                           "height": args.height, "width": args.width,
                           "IF_EST_transformer": args.IF_EST_transformer, "device": str(device),
                           "amp": args.amp, "fast": args.fast, "compile": args.compile,
+                          "frames": args.frames,
                           "torch": torch.__version__, "threads": torch.get_num_threads(),
                           "timer": "cpu" if args.cpu_time else "wall"},
                "timings": {}}

@@ -55,3 +55,34 @@ def test_training_loader_gives_contiguous_float_images(tmp_path):
     imgs = ds[0]["imgs"]
     assert imgs.shape == (5, 3, 128, 160) and imgs.dtype == torch.float32
     assert imgs.is_contiguous()  # no second copy before the first convolution or pinning
+
+
+def test_benchmark_reads_real_frames_end_to_end(redkitchen, monkeypatch):
+    """--frames: the timed windows read (decode, resize) the folder's frames, in order."""
+    read = []
+    results = {}
+    original = benchmark.window_frames
+
+    def spy(args, n):
+        seq = original(args, n)
+        get = seq.__getitem__
+        seq_type = type(seq)
+        monkeypatch.setattr(seq_type, "__getitem__",
+                            lambda self, i: read.append(i) or get(i))
+        return seq
+
+    monkeypatch.setattr(benchmark, "window_frames", spy)
+    results = benchmark.main(TINY + ["--measure", "estm", "--frames", str(redkitchen),
+                                     "--frame_interval", "1"])
+    assert results["timings"]["estm_window"]["reps"] == 1
+    assert results["config"]["frames"] == str(redkitchen)
+    # 2 memory windows + 1 timed one of 3 frames: frames 0..4, each read once.
+    assert read == [0, 1, 2, 3, 4]
+
+
+def test_benchmark_refuses_too_few_real_frames(redkitchen):
+    import pytest
+
+    with pytest.raises(ValueError, match="--frames .* 3 frames at --frame_interval 20"):
+        benchmark.main(TINY + ["--measure", "estm", "--frames", str(redkitchen),
+                               "--frame_interval", "20", "--iters", "5"])
