@@ -10,7 +10,7 @@ from models.layers import conv_bn_3d, conv_bn_relu_3d
 from models import precision
 from models.losses import multiscale_depth_loss
 from models.matching_feature import FEATURE_CHANNELS, MatchingFeatureNet
-from utils.geometry import relative_pose, scale_intrinsics
+from utils.geometry import COORD_DTYPE, relative_pose, scale_intrinsics
 from utils.metrics import window_metrics
 
 MATCHING_STRIDE = 4  # the matching and cost volumes live at 1/4 resolution
@@ -156,7 +156,8 @@ class DepthNetHybrid(nn.Module):
             sources = (i - 1, i + 1)
             cost_volumes.append(build_cost_volume(
                 matching[i], [matching[s] for s in sources],
-                [relative_pose(cam_poses[:, i], cam_poses[:, s]) for s in sources],
+                [relative_pose(cam_poses[:, i].to(COORD_DTYPE), cam_poses[:, s].to(COORD_DTYPE))
+                 for s in sources],
                 K_quarter, planes, self.fuse_pair))
         target_poses = [cam_poses[:, i] for i in range(1, n - 1)]
         return self.CostRegNet(cost_volumes, context_feats, target_poses, K_quarter,

@@ -17,7 +17,7 @@ from torch import nn
 from models import precision
 from models.est_transformer import EpipolarTransformer
 from models.layers import Conv3d, ConvBlock, conv_bn_relu_3d, conv_bn_tanh_3d
-from utils.geometry import full_precision, warp_volume
+from utils.geometry import COORD_DTYPE, full_precision, warp_volume
 
 MATCHING_CHANNELS = 32  # channels of the plane-sweep matching volume
 KEY_CHANNELS = MATCHING_CHANNELS // 2
@@ -56,6 +56,7 @@ def official_src_T_ref(world_T_ref: torch.Tensor, world_T_src: torch.Tensor) -> 
     official expression and the official outputs depend on it (tests/test_reference.py
     fails by metres with the other), so it is kept.
     """
+    world_T_ref, world_T_src = world_T_ref.to(COORD_DTYPE), world_T_src.to(COORD_DTYPE)
     return world_T_ref @ torch.linalg.inv_ex(world_T_src).inverse
 
 

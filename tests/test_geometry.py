@@ -165,3 +165,17 @@ def test_real_7scenes_frames_warp_consistently_with_their_poses(redkitchen):
     print(f"photometric L1 (0..1): poses {correct:.4f}, inverted {inverted:.4f}, "
           f"no motion {static:.4f}")
     assert correct < 0.75 * min(inverted, static)
+
+
+def test_plane_sweep_decides_border_samples_in_float64():
+    """A sample 1e-6 px beyond the last column is outside (0). float32 coordinates round it
+    onto the border pixel, and which way such a sample goes then depends on the device (on
+    the official fixture: 0.15 m of depth between CPU and CUDA)."""
+    h, w, fx = 4, 80, 64.0
+    K_b33 = torch.tensor([[[fx, 0.0, 39.5], [0.0, fx, 1.5], [0.0, 0.0, 1.0]]])
+    planes_bd = torch.tensor([[2.0]])
+    src_T_ref_b44 = torch.eye(4)[None]
+    src_T_ref_b44[0, 0, 3] = 1e-6 * 2.0 / fx  # moves every sample 1e-6 px to the right
+    warped = G.homography_warp(torch.ones(1, 1, h, w), planes_bd, src_T_ref_b44, K_b33)
+    assert torch.all(warped[..., -1] == 0)
+    assert torch.allclose(warped[..., :-1], torch.ones(1, 1, 1, h, w - 1))

@@ -26,6 +26,13 @@ PROJECTION_EPS = 1e-10
 # Sampling coordinate for "outside": far enough out that bilinear/trilinear sampling with
 # zero padding returns exactly 0 instead of blending with the border.
 OUTSIDE = 2.0
+# Sampling coordinates of the plane sweep and the volume warp are computed in float64 and
+# only then cast to the features' precision. A plane sweep puts samples on the image border
+# (and on the outermost planes), where the outside test decides between a sample and 0. In
+# float32 that decision follows the device's rounding: on the official fixture one sample
+# is outside on the CPU and inside on CUDA, and a depth moves by 0.15 m. In float64 every
+# device gives the same answer (the official CPU one on the fixture).
+COORD_DTYPE = torch.float64
 
 
 def full_precision(fn):
@@ -137,6 +144,11 @@ def sampling_grid(pix_b2n: torch.Tensor, height: int, width: int) -> torch.Tenso
     return torch.stack([x, y], dim=-1)
 
 
+def grid_dtype(input_bc: torch.Tensor) -> torch.dtype:
+    """The dtype a sampling grid is cast to for ``input_bc``: float32 or wider."""
+    return torch.promote_types(input_bc.dtype, torch.float32)
+
+
 def sample(input_bc: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """``grid_sample`` with zero padding and ``align_corners=True``, in the wider dtype.
 
@@ -181,10 +193,12 @@ def homography_warp(src_feat_bchw: torch.Tensor, depth_planes_bd: torch.Tensor,
     b, c, h, w = src_feat_bchw.shape
     d = depth_planes_bd.shape[1]
     with torch.no_grad():  # poses and planes take no gradient; only the features do
-        points = frustum_points(depth_planes_bd, torch.linalg.inv_ex(K_b33).inverse, h, w)
-        pix, _ = project(transform_points(src_T_ref_b44, points), K_b33, eps=1e-8)
+        K = K_b33.to(COORD_DTYPE)
+        points = frustum_points(depth_planes_bd.to(COORD_DTYPE), torch.linalg.inv_ex(K).inverse,
+                                h, w)
+        pix, _ = project(transform_points(src_T_ref_b44.to(COORD_DTYPE), points), K, eps=1e-8)
         grid = sampling_grid(pix, h, w).view(b, d * h, w, 2)
-    return sample(src_feat_bchw, grid).view(b, c, d, h, w)
+    return sample(src_feat_bchw, grid.to(grid_dtype(src_feat_bchw))).view(b, c, d, h, w)
 
 
 def warp_volume(src_volume_bcdhw: torch.Tensor, depth_min: float, depth_interval: float,
@@ -204,17 +218,18 @@ def warp_volume(src_volume_bcdhw: torch.Tensor, depth_min: float, depth_interval
     """
     _, _, d, h, w = src_volume_bcdhw.shape
     grid = volume_sampling_grid(d, h, w, depth_min, depth_interval, src_T_ref_b44, K_b33)
-    return sample(src_volume_bcdhw, grid)
+    return sample(src_volume_bcdhw, grid.to(grid_dtype(src_volume_bcdhw)))
 
 
 @full_precision
 def volume_sampling_grid(d: int, h: int, w: int, depth_min: float, depth_interval: float,
                          src_T_ref_b44: torch.Tensor, K_b33: torch.Tensor) -> torch.Tensor:
-    """The ``[B, D, H, W, 3]`` grid used by :func:`warp_volume` (reusable across volumes)."""
-    dtype = src_T_ref_b44.dtype
-    planes = depth_min + depth_interval * torch.arange(d, device=K_b33.device, dtype=dtype)
-    points = frustum_points(planes[None], torch.linalg.inv_ex(K_b33).inverse, h, w)
-    pix, z = project(transform_points(src_T_ref_b44, points), K_b33)
+    """The ``[B, D, H, W, 3]`` grid used by :func:`warp_volume` (reusable across volumes),
+    in :data:`COORD_DTYPE`."""
+    K = K_b33.to(COORD_DTYPE)
+    planes = depth_min + depth_interval * torch.arange(d, device=K.device, dtype=COORD_DTYPE)
+    points = frustum_points(planes[None], torch.linalg.inv_ex(K).inverse, h, w)
+    pix, z = project(transform_points(src_T_ref_b44.to(COORD_DTYPE), points), K)
     xy = sampling_grid(pix, h, w)
     plane = _outside_to_zero(2.0 * ((z[:, 0] - depth_min) / depth_interval) / (d - 1) - 1.0)
     return torch.cat([xy, plane.unsqueeze(-1)], dim=-1)
