@@ -32,6 +32,7 @@ import torch
 
 from models import DepthNetHybrid, precision
 from models.inference import prepare_for_inference
+from datasets.prefetch import prefetched
 from models.memory import MemoryBuffer
 from utils.config import load_config
 from utils.distributed import resolve_device
@@ -130,11 +131,11 @@ def timed_windows(model, protocol, reps: int, warmup: int, args, timer, autocast
     probe = protocol.windows(10 ** 4)
     n_windows = skip + reps
     frames = probe[n_windows - 1][-1] + 1
-    seq = window_frames(args, frames)
     memory = MemoryBuffer(protocol.memory_size) if model.IF_EST_transformer else None
-    loop = infer_windows(model, seq, probe[:n_windows], memory, cache_features=args.fast)
     seconds = []
-    with autocast():
+    with prefetched(window_frames(args, frames), probe[:n_windows], args.num_workers) as seq, \
+            autocast():
+        loop = infer_windows(model, seq, probe[:n_windows], memory, cache_features=args.fast)
         for k in range(n_windows):
             if k == skip and on_first_timed is not None:
                 on_first_timed()
