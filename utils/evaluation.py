@@ -47,7 +47,7 @@ from datasets.windows import joint_windows, sliding_windows
 from models import DepthNetHybrid, precision
 from models.depthnet import check_inputs
 from models.inference import prepare_for_inference
-from models.memory import MemoryBuffer
+from models.memory import ESTMemory, MemoryBuffer
 from utils import metrics as metrics_mod
 from utils.checkpoint import load_model_state, read_checkpoint
 from utils.distributed import resolve_device
@@ -339,21 +339,21 @@ def infer_windows(model: DepthNetHybrid, seq, windows: list, memory: Optional[Me
     for k, window in enumerate(windows):
         items = {i: items[i] if i in items else seq[i] for i in window}
         batch = stack_frames([items[i] for i in window])
-        pre_costs, pre_cam_poses = memory.as_inputs() if memory is not None else (None, None)
         poses, intr = (to_device(batch[key][None], device) for key in ("cam_poses", "cam_intr"))
         if cache is None:
+            pre_costs, pre_cam_poses = memory.as_inputs() if memory is not None else (None, None)
             outputs, new_costs, new_poses = model(
                 to_device(batch["imgs"][None], device), poses, intr, None, pre_costs,
                 pre_cam_poses, mode="val")
+            new_memory = ESTMemory.from_official(new_costs, new_poses)
         else:
             check_inputs(batch["imgs"][None], batch["cam_poses"][None], batch["cam_intr"][None])
             matching, context = cache.features(window, batch["imgs"], device)
-            outputs, new_costs, new_poses = model.decode(
-                matching, context, poses, intr,
-                None if pre_costs is None else (pre_costs, pre_cam_poses))
+            outputs, new_memory = model.decode(
+                matching, context, poses, intr, memory.memory() if memory is not None else None)
             cache.release(k)
         if memory is not None:
-            memory.push(new_costs, new_poses)
+            memory.append(new_memory)
         yield window, batch, outputs
 
 
