@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from datasets.intrinsics import resize_intrinsics
 from datasets.io import read_depth
-from datasets.posed import open_capture
+from datasets.captures import open_capture
 from models import DepthNetHybrid
 from models.memory import MemoryBuffer
 from utils import fusion
