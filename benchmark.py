@@ -7,7 +7,7 @@
     python benchmark.py --measure "" --loader true --loader_workers 4
     python benchmark.py --measure "" --sequence 1000 --height 128 --width 128 --resnet 18
 
-ESTM and Joint windows run through the evaluation loop (``utils.evaluation.infer_windows``)
+ESTM and Joint windows run through the evaluation loop (``utils.inference_loop.infer_windows``)
 on a synthetic sequence with random images and a sideways camera motion (timings do not
 depend on the pixels), so a window's time is what the evaluation spends per window in the
 steady state, memory included. ``--fast false`` runs the official per-window forward
@@ -33,7 +33,8 @@ from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
 from utils.config import load_config
 from utils.distributed import resolve_device
-from utils.evaluation import estm_protocol, infer_windows, joint_protocol
+from utils.inference_loop import infer_windows
+from utils.protocols import estm_protocol, joint_protocol
 from utils.io import save_json
 
 MEASURES = ("estm", "joint", "train")
@@ -218,7 +219,7 @@ def run_loader(args, train_step_s) -> dict:
     from torch.utils.data import DataLoader
 
     from datasets.scannet import ScanNetTrainDataset
-    from datasets.synthetic import generate
+    from tools.synthetic import generate
 
     tmp = None
     root = args.loader_data

@@ -14,7 +14,7 @@ from models.losses import multiscale_depth_loss
 from models.matching_feature import FEATURE_CHANNELS, MatchingFeatureNet
 from models.memory import ESTMemory
 from utils.geometry import relative_pose, scale_intrinsics
-from utils.metrics import window_metrics
+from utils.depth_metrics import window_metrics
 
 MATCHING_STRIDE = 4  # the matching and cost volumes live at 1/4 resolution
 # The ResNet halves the size five times and the decoder concatenates its upsampled maps
@@ -110,7 +110,7 @@ class DepthNetHybrid(nn.Module):
                 # One frame at a time: convolution libraries choose kernels by batch size, so
                 # a frame's features would otherwise change in the last bits with the batch
                 # they were computed in; this way the evaluation's per-frame feature cache
-                # (utils.evaluation.FrameFeatureCache) reproduces this call bit for bit.
+                # (utils.inference_loop.FrameFeatureCache) reproduces this call bit for bit.
                 matching = [precision.run("matching", self.matchingFeature, imgs[:, i])
                             for i in range(n)]
                 per_target = [precision.run("context", self.semanticFeature, imgs[:, i])

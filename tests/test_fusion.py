@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from datasets.synthetic import default_intrinsics, random_scene, render
+from tools.synthetic import default_intrinsics, random_scene, render
 from utils import fusion
 
 
