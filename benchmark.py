@@ -8,7 +8,7 @@
     python benchmark.py --measure "" --sequence 1000 --height 128 --width 128 --resnet 18
     python benchmark.py --device cuda --amp bf16 --frames ../shared/data/7scenes/redkitchen/seq-sample --frame_interval 1
 
-ESTM and Joint windows run through the evaluation loop (``utils.evaluation.infer_windows``)
+ESTM and Joint windows run through the evaluation loop (``utils.inference_loop.infer_windows``)
 on a synthetic sequence with random images and a sideways camera motion (timings do not
 depend on the pixels), so a window's time is what the evaluation spends per window in the
 steady state, memory included; ``--frames`` reads real frames from disk instead (end to end:
@@ -30,13 +30,15 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
+from datasets.prefetch import prefetched
 from models import DepthNetHybrid, precision
 from models.inference import prepare_for_inference
-from datasets.prefetch import prefetched
 from models.memory import MemoryBuffer
 from utils.config import load_config
 from utils.distributed import resolve_device
-from utils.evaluation import estm_protocol, infer_windows, joint_protocol, open_sequence
+from utils.eval_scenes import open_sequence
+from utils.inference_loop import infer_windows
+from utils.protocols import estm_protocol, joint_protocol
 from utils.io import save_json
 
 MEASURES = ("estm", "joint", "train")
@@ -234,7 +236,7 @@ def run_loader(args, train_step_s) -> dict:
     from torch.utils.data import DataLoader
 
     from datasets.scannet import ScanNetTrainDataset
-    from datasets.synthetic import generate
+    from tools.synthetic import generate
 
     tmp = None
     root = args.loader_data

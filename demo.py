@@ -27,21 +27,22 @@ import torch
 
 import eval_hybrid
 import eval_hybrid_seq
+from tools.synthetic import generate
 import train_hybrid
 from datasets.intrinsics import resize_intrinsics
 from datasets.scannet import ScanNetSequence
 from datasets.seven_scenes import SevenScenesSequence
-from datasets.synthetic import generate
 from datasets.windows import joint_windows
 from models import DepthNetHybrid
 from utils import fusion
-from utils import metrics as metrics_mod
+from utils import run_metrics as metrics_mod
 from utils.checkpoint import latest_checkpoint, save_checkpoint
 from utils.config import load_config
 from utils.distributed import resolve_device
-from utils.evaluation import DEPTH_KINDS, frame_stem
 from utils.io import save_image, save_json
 from utils.logs import setup_logging
+from utils.metrics import DEPTH_KINDS
+from utils.run_files import frame_stem
 from utils.visualization import colorize_depth, image_to_uint8, panel
 
 log = logging.getLogger("demo")

@@ -11,8 +11,9 @@ See eval_hybrid_seq.sh, utils/evaluation.py and utils/metrics.py (the protocol).
 """
 
 from utils.config import load_config
-from utils.evaluation import estm_protocol, run_evaluation
+from utils.evaluation import run_evaluation
 from utils.logs import setup_logging
+from utils.protocols import estm_protocol
 
 
 def main(argv=None) -> dict:

@@ -29,18 +29,20 @@ import torch
 from tqdm import tqdm
 
 from datasets.intrinsics import resize_intrinsics
+from datasets.captures import open_capture
 from datasets.io import read_depth
-from datasets.posed import open_capture
 from models import DepthNetHybrid
 from models.memory import MemoryBuffer
 from utils import fusion
 from utils import metrics as metrics_mod
 from utils.config import load_config
 from utils.distributed import resolve_device
-from utils.evaluation import (COLOR_MAX_DEPTH, build_model, estm_protocol, file_sha256,
-                              frame_stem, infer_windows, joint_protocol)
+from utils.evaluation import build_model, file_sha256
+from utils.inference_loop import infer_windows
 from utils.io import atomic_open, save_image, save_json
 from utils.logs import setup_logging
+from utils.protocols import estm_protocol, joint_protocol
+from utils.run_files import COLOR_MAX_DEPTH, frame_stem
 from utils.visualization import colorize_depth
 
 log = logging.getLogger("predict")

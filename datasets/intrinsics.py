@@ -35,11 +35,6 @@ def resize_intrinsics(K_33: np.ndarray, from_hw: Sequence[int],
     return K
 
 
-def official_intrinsics(height: int, width: int) -> np.ndarray:
-    """The official fixed intrinsics scaled to a ``height`` x ``width`` image."""
-    return resize_intrinsics(OFFICIAL_K_33, OFFICIAL_HW, (height, width))
-
-
 def check_principal_point(K_33: np.ndarray, image_hw: Sequence[int], source: str) -> None:
     """Reject intrinsics whose principal point lies outside the image they describe.
 

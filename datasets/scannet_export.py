@@ -30,7 +30,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional, Sequence
+from typing import BinaryIO, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -205,27 +205,6 @@ def export(sens_path, out, frame_skip: int = 1, progress: bool = True) -> dict:
 
 
 # ----------------------------------------------------------------------- writing (tests)
-def write_sens(path, color_jpegs: Sequence[bytes], depths_mm: Sequence[np.ndarray],
-               poses: Sequence[np.ndarray], intrinsic_color: np.ndarray,
-               intrinsic_depth: np.ndarray, color_hw: Sequence[int],
-               sensor_name: str = "StructureSensor", version: int = SENS_VERSION) -> None:
-    """Write a ``.sens`` file in the documented format (used by the tests)."""
-    depth_hw = depths_mm[0].shape
-    name = sensor_name.encode()
-    with open(path, "wb") as f:
-        f.write(struct.pack("<IQ", version, len(name)) + name)
-        for matrix in (intrinsic_color, np.eye(4), intrinsic_depth, np.eye(4)):
-            f.write(struct.pack("<16f", *np.asarray(matrix, np.float32).ravel()))
-        f.write(struct.pack("<ii4IfQ", 2, 1, color_hw[1], color_hw[0], depth_hw[1],
-                            depth_hw[0], 1000.0, len(poses)))
-        for index, (jpeg, depth, pose) in enumerate(zip(color_jpegs, depths_mm, poses)):
-            packed = zlib.compress(np.ascontiguousarray(depth, dtype="<u2").tobytes())
-            f.write(struct.pack("<16f", *np.asarray(pose, np.float32).ravel()))
-            f.write(struct.pack("<4Q", index, index, len(jpeg), len(packed)))
-            f.write(jpeg + packed)
-        f.write(struct.pack("<Q", 0))  # no IMU frames
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,5 +1,7 @@
 """DepthNetHybrid: the full ESTDepth model with the official interface and parameter names."""
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -10,8 +12,9 @@ from models.layers import conv_bn_3d, conv_bn_relu_3d
 from models import precision
 from models.losses import multiscale_depth_loss
 from models.matching_feature import FEATURE_CHANNELS, MatchingFeatureNet
+from models.memory import ESTMemory
 from utils.geometry import COORD_DTYPE, relative_pose, scale_intrinsics
-from utils.metrics import window_metrics
+from utils.depth_metrics import window_metrics
 
 MATCHING_STRIDE = 4  # the matching and cost volumes live at 1/4 resolution
 # The ResNet halves the size five times and the decoder concatenates its upsampled maps
@@ -81,19 +84,20 @@ class DepthNetHybrid(nn.Module):
         x = self.pre0(pair_ncdhw)
         return x + self.pre2(self.pre1(x))
 
-    def predict(self, imgs, cam_poses, cam_intr, memory=None, use_est=None):
+    def predict(self, imgs, world_T_cam_bn44, cam_intr, memory: Optional[ESTMemory] = None,
+                use_est=None):
         """Depths of the inner frames of a window.
 
         Args:
             imgs: ``[B, N, 3, H, W]`` RGB in 0..255, N >= 3; targets are frames 1..N-2.
-            cam_poses: ``[B, N, 4, 4]`` camera-to-world.
+            world_T_cam_bn44: ``[B, N, 4, 4]`` camera-to-world.
             cam_intr: ``[B, 3, 3]`` intrinsics at H x W.
-            memory: ``(pre_costs, pre_cam_poses)`` from earlier windows, or None.
+            memory: views of earlier windows, or None.
             use_est: run the EST transformer; default: when built and given memory.
         Returns:
-            (outputs, new_costs, new_cam_poses) with the official keys and memory format.
+            (outputs with the official keys, the memory this window hands on).
         """
-        check_inputs(imgs, cam_poses, cam_intr)
+        check_inputs(imgs, world_T_cam_bn44, cam_intr)
         b, n = imgs.shape[:2]
         with precision.autocast(imgs.device.type, self.amp_dtype):
             imgs = normalize_images(imgs)
@@ -106,14 +110,15 @@ class DepthNetHybrid(nn.Module):
                 # One frame at a time: convolution libraries choose kernels by batch size, so
                 # a frame's features would otherwise change in the last bits with the batch
                 # they were computed in; this way the evaluation's per-frame feature cache
-                # (utils.evaluation.FrameFeatureCache) reproduces this call bit for bit.
+                # (utils.inference_loop.FrameFeatureCache) reproduces this call bit for bit.
                 matching = [precision.run("matching", self.matchingFeature, imgs[:, i])
                             for i in range(n)]
                 per_target = [precision.run("context", self.semanticFeature, imgs[:, i])
                               for i in range(1, n - 1)]
                 context_feats = [torch.stack(maps, dim=1).flatten(0, 1)
                                  for maps in zip(*per_target)]
-            return self.decode(matching, context_feats, cam_poses, cam_intr, memory, use_est)
+            return self.decode(matching, context_feats, world_T_cam_bn44, cam_intr, memory,
+                               use_est)
 
     def matching_features(self, imgs_n3hw: torch.Tensor) -> torch.Tensor:
         """Per-frame matching features ``[N, 32, H/4, W/4]`` of images in 0..255.
@@ -129,8 +134,8 @@ class DepthNetHybrid(nn.Module):
         with precision.autocast(imgs_n3hw.device.type, self.amp_dtype):
             return precision.run("context", self.semanticFeature, normalize_images(imgs_n3hw))
 
-    def decode(self, matching: list, context_feats: list, cam_poses, cam_intr, memory=None,
-               use_est=None):
+    def decode(self, matching: list, context_feats: list, world_T_cam_bn44, cam_intr,
+               memory: Optional[ESTMemory] = None, use_est=None):
         """:meth:`predict` from precomputed features (no input checks: see predict's).
 
         Args:
@@ -138,12 +143,13 @@ class DepthNetHybrid(nn.Module):
                 :meth:`matching_features`.
             context_feats: the five context maps of the targets (frames 1..N-2), batch
                 ``B * T`` in b-major order, from :meth:`context_features`.
-            cam_poses, cam_intr, memory, use_est: as :meth:`predict`.
+            world_T_cam_bn44, cam_intr, memory, use_est: as :meth:`predict`.
         """
         with precision.autocast(cam_intr.device.type, self.amp_dtype):
-            return self._decode(matching, context_feats, cam_poses, cam_intr, memory, use_est)
+            return self._decode(matching, context_feats, world_T_cam_bn44, cam_intr, memory,
+                                use_est)
 
-    def _decode(self, matching, context_feats, cam_poses, cam_intr, memory, use_est):
+    def _decode(self, matching, context_feats, world_T_cam_bn44, cam_intr, memory, use_est):
         if use_est is None:
             use_est = memory is not None
         use_est = use_est and self.IF_EST_transformer
@@ -156,10 +162,10 @@ class DepthNetHybrid(nn.Module):
             sources = (i - 1, i + 1)
             cost_volumes.append(build_cost_volume(
                 matching[i], [matching[s] for s in sources],
-                [relative_pose(cam_poses[:, i].to(COORD_DTYPE), cam_poses[:, s].to(COORD_DTYPE))
-                 for s in sources],
+                [relative_pose(world_T_cam_bn44[:, i].to(COORD_DTYPE),
+                               world_T_cam_bn44[:, s].to(COORD_DTYPE)) for s in sources],
                 K_quarter, planes, self.fuse_pair))
-        target_poses = [cam_poses[:, i] for i in range(1, n - 1)]
+        target_poses = [world_T_cam_bn44[:, i] for i in range(1, n - 1)]
         return self.CostRegNet(cost_volumes, context_feats, target_poses, K_quarter,
                                self.depth_cands, self.depth_min, self.depth_interval,
                                memory=memory, use_est=use_est)
@@ -176,11 +182,11 @@ class DepthNetHybrid(nn.Module):
         """
         if mode not in ("train", "test", "val"):
             raise ValueError(f"mode must be 'train', 'test' or 'val', got {mode!r}")
-        memory = None if pre_costs is None else (pre_costs, pre_cam_poses)
+        memory = ESTMemory.from_official(pre_costs, pre_cam_poses)
         use_est = memory is not None or mode == "train"
-        outputs, new_costs, new_poses = self.predict(imgs, cam_poses, cam_intr, memory, use_est)
+        outputs, new_memory = self.predict(imgs, cam_poses, cam_intr, memory, use_est)
         if mode == "val":
-            return outputs, new_costs, new_poses
+            return (outputs, *new_memory.to_official())
         gt, mask = _target_ground_truth(sample, imgs.shape[1])
         if mode == "train":
             return outputs, precision.run("loss", multiscale_depth_loss, outputs, gt, mask,

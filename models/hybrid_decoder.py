@@ -10,6 +10,8 @@ Steps, each a method:
   5. ``refine``: 2D upsampling from the scale-2 logits -> depths at scales 1 and 0.
 """
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,6 +19,7 @@ from torch import nn
 from models import precision
 from models.est_transformer import EpipolarTransformer
 from models.layers import Conv3d, ConvBlock, conv_bn_relu_3d, conv_bn_tanh_3d
+from models.memory import ESTMemory
 from utils.geometry import COORD_DTYPE, full_precision, warp_volume
 
 MATCHING_CHANNELS = 32  # channels of the plane-sweep matching volume
@@ -115,18 +118,18 @@ class DepthHybridDecoder(nn.Module):
         x = self.dres2(torch.cat([context_ndhw.unsqueeze(1), matching], dim=1))
         return self.key_layer(x), self.value_layer(x)
 
-    def fuse_views(self, keys: list, values: list, world_T_cams: list, num_targets: int,
-                   K_b33: torch.Tensor, depth_min: float, depth_interval: float):
+    def fuse_views(self, views: ESTMemory, num_targets: int, K_b33: torch.Tensor,
+                   depth_min: float, depth_interval: float):
         """EST transformer over the targets, in order; each fused value replaces the old one
         before the next target looks at it.
 
         Args:
-            keys, values: ``[B, 16, D, H, W]`` per view: the targets first, then memories.
-            world_T_cams: ``[B, 4, 4]`` per view, same order.
+            views: the targets' keys, values and poses first, then the memory's.
         Returns:
             (fused values of the targets, their scale-2 logits ``[B, D, H, W]``).
         """
-        values = list(values)
+        keys, poses = views.keys_bcdhw, views.world_T_cam_b44
+        values = list(views.values_bcdhw)
         fused_logits = []
         for i in range(num_targets):
             warped_keys, warped_values = [], []
@@ -135,8 +138,8 @@ class DepthHybridDecoder(nn.Module):
                     continue
                 # Keys and values share one sampling grid: warp them as one volume.
                 warped = warp_volume(torch.cat([keys[j], values[j]], dim=1), depth_min,
-                                     depth_interval,
-                                     official_src_T_ref(world_T_cams[i], world_T_cams[j]), K_b33)
+                                     depth_interval, official_src_T_ref(poses[i], poses[j]),
+                                     K_b33)
                 warped_keys.append(warped[:, :KEY_CHANNELS])
                 warped_values.append(warped[:, KEY_CHANNELS:])
             values[i] = self.epipolar_transformer(keys[i], values[i], warped_keys, warped_values)
@@ -156,20 +159,21 @@ class DepthHybridDecoder(nn.Module):
     def _to_depth(self, dispconv: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return self.depth_max * torch.sigmoid(dispconv(x))
 
-    def forward(self, cost_volumes: list, feats: list, world_T_cams: list, K_b33: torch.Tensor,
-                depth_planes_d: torch.Tensor, depth_min: float, depth_interval: float,
-                memory=None, use_est: bool = True):
+    def forward(self, cost_volumes: list, feats: list, world_T_cam_b44: list,
+                K_b33: torch.Tensor, depth_planes_d: torch.Tensor, depth_min: float,
+                depth_interval: float, memory: Optional[ESTMemory] = None,
+                use_est: bool = True):
         """Decode the targets of a window.
 
         Args:
             cost_volumes: per target ``[B, 32, D, H/4, W/4]``.
             feats: the five ResNet feature maps of the targets, batch ``B * T`` (b-major).
-            world_T_cams: per target ``[B, 4, 4]``.
+            world_T_cam_b44: per target, camera-to-world.
             K_b33: intrinsics at 1/4 resolution.
-            memory: ``(pre_costs, pre_cam_poses)`` as the official passes them, or None.
+            memory: views of earlier windows, or None.
             use_est: run the EST transformer (else ``stereo_head1`` on the values directly).
         Returns:
-            (outputs, new memory costs ``{"keys": [k], "values": [v]}``, ``[world_T_cam]``).
+            (outputs, the memory this window hands on: one view).
         """
         num = len(cost_volumes)
         b = cost_volumes[0].shape[0]
@@ -182,16 +186,12 @@ class DepthHybridDecoder(nn.Module):
         _store(outputs, lambda i: ("depth", i, 3), init_depth, b)
         _store(outputs, lambda i: ("init_prob", i), init_prob, b)
 
-        keys, values = _per_target(key, b), _per_target(value, b)
-        poses = list(world_T_cams)
+        views = ESTMemory(_per_target(key, b), _per_target(value, b), list(world_T_cam_b44))
         if use_est:
             if memory is not None:
-                pre_costs, pre_poses = memory
-                keys, values, poses = (keys + list(pre_costs["keys"]),
-                                       values + list(pre_costs["values"]),
-                                       poses + list(pre_poses))
-            values, logits = self.fuse_views(keys, values, poses, num, K_b33, depth_min,
-                                             depth_interval)
+                views = views + memory
+            fused_values, logits = self.fuse_views(views, num, K_b33, depth_min, depth_interval)
+            views.values_bcdhw[:num] = fused_values
             logits = torch.stack(logits, dim=1).flatten(0, 1)
         else:
             logits = head_logits(self.stereo_head1, value)
@@ -204,13 +204,12 @@ class DepthHybridDecoder(nn.Module):
         _store(outputs, lambda i: ("depth", i, 1), depth_s1, b)
         _store(outputs, lambda i: ("depth", i, 0), depth_s0, b)
 
-        # The memory is an output too: float32 under autocast (a no-op in float32).
-        new_costs = {"keys": [keys[num - 1].detach().float()],
-                     "values": [values[num - 1].detach().float()]}
         # Official quirk, kept for the same reason as official_src_T_ref: the memory's pose
         # is the last of the memory-extended pose list, i.e. with memory the pose of the
-        # newest memory given, not of the last target (whose key and value are returned).
-        return outputs, new_costs, poses[-1:]
+        # newest memory given, not of the last target (whose key and value are handed on).
+        handed_on = ESTMemory(views.keys_bcdhw[num - 1:num], views.values_bcdhw[num - 1:num],
+                              views.world_T_cam_b44[-1:])
+        return outputs, handed_on.detached()
 
 
 def head_logits(stereo_head: nn.Sequential, value_ncdhw: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ import json
 import torch
 
 import benchmark
-from datasets.synthetic import generate
+from tools.synthetic import generate
 
 TINY = ["--device", "cpu", "--resnet", "18", "--ndepths", "4", "--height", "128",
         "--width", "128", "--iters", "1", "--warmup", "0"]

@@ -1,5 +1,5 @@
-"""Readers of posed captures (datasets/posed.py, colmap.py, tum.py) on files written here in
-each format's documented layout."""
+"""Readers of posed captures (datasets/captures.py, posed.py, colmap.py, tum.py) on files
+written here in each format's documented layout."""
 
 import struct
 
@@ -10,7 +10,8 @@ import torch
 
 from datasets.colmap import MODEL_IDS, qvec_to_rotation
 from datasets.io import DataError
-from datasets.posed import PosedSequence, detect_format, open_capture, select_frames
+from datasets.captures import detect_format, open_capture
+from datasets.posed import PosedSequence, select_frames
 from datasets.tum import FREIBURG_INTRINSICS
 
 HEIGHT, WIDTH = 150, 200  # native size of the written images (not 640x480)

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import eval_hybrid_seq
+from tools.synthetic import generate
 import train_hybrid
-from datasets.synthetic import generate
 from models import precision
 from tests.test_distributed import CONFIGS, GRAD_RTOL, changed_parameters_after_steps, torchrun
 from tests.test_precision import (BOUNDS, assert_float32_outputs, assert_within_bounds,

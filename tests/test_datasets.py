@@ -12,20 +12,27 @@ import pytest
 import torch
 
 from datasets import scannet
-from datasets.intrinsics import OFFICIAL_K_33, SEVEN_SCENES_K_33, official_intrinsics
+from datasets.intrinsics import OFFICIAL_K_33, SEVEN_SCENES_K_33
 from datasets.io import (DataError, NonFinitePoseError, read_color, read_depth, read_intrinsics,
                          read_pose)
 from datasets.scannet import ScanNetSequence, ScanNetTrainDataset
 from datasets.sequence import stack_frames
 from datasets.seven_scenes import TEST_LIST, SevenScenesSequence, list_sequences
-from datasets.synthetic import generate
 from datasets.windows import joint_windows, sliding_windows, train_windows
+from tools.synthetic import generate
 from utils.geometry import depth_reprojection_error, relative_pose
 
 REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 96, 128          # native size of the generated data
 FRAMES = 110                     # 11 frames at interval 10: one official training window
 SCENE = "scene0000_00"
+
+
+def official_intrinsics(height: int, width: int) -> np.ndarray:
+    """The official fixed intrinsics (fx = fy = 577.87, cx = 319.5, cy = 239.5 at 640x480)
+    scaled by hand to ``height`` x ``width``: x by width / 640, y by height / 480."""
+    sx, sy = width / 640, height / 480
+    return np.array([[577.87 * sx, 0, 319.5 * sx], [0, 577.87 * sy, 239.5 * sy], [0, 0, 1]])
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,23 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
 
     results = json.loads((out / "demo_results.json").read_text())
     assert results["plan"]["steps"] == 6
-    for protocol in ("joint", "estm"):
-        for model in ("trained", "untrained"):
-            metrics = results["results"][f"synthetic/{protocol}/{model}"]
-            assert set(metrics) == {"init_depth", "refined_depth"}
-            assert 0 < metrics["refined_depth"]["abs_rel"] < 5
+    datasets = ["synthetic"]
     # the real 7-Scenes sample is evaluated too whenever ../shared has it
     assert any(key.startswith("7scenes/") for key in results["results"]) == \
         shared_available(demo.SHARED_SAMPLE)
+    if shared_available(demo.SHARED_SAMPLE):
+        datasets.append("7scenes")
+    # Even 6 training steps must beat the untrained model (the same configuration and seed)
+    # on the same held-out frames: measured, refined AbsRel falls by 20-24 % on the synthetic
+    # room (0.316 -> 0.252 Joint, 0.261 -> 0.200 ESTM) and by 13 % on the 7-Scenes sample;
+    # the bound leaves half of that as margin.
+    for dataset in datasets:
+        for protocol in ("joint", "estm"):
+            trained, untrained = (results["results"][f"{dataset}/{protocol}/{model}"]
+                                  for model in ("trained", "untrained"))
+            assert set(trained) == set(untrained) == {"init_depth", "refined_depth"}
+            ratio = trained["refined_depth"]["abs_rel"] / untrained["refined_depth"]["abs_rel"]
+            assert ratio < (0.9 if dataset == "synthetic" else 0.94), (dataset, protocol, ratio)
     # --fuse (on by default): the held-out room's meshes, F-score per model
     assert all(0 <= results["mesh"][tag]["fscore"] <= 1 for tag in ("trained", "untrained"))
     picture = cv2.imread(str(out / "demo.png"))

@@ -2,9 +2,9 @@
 
 import demo
 from datasets.scannet import ScanNetSequence
-from datasets.synthetic import generate
+from tools.synthetic import generate
 from utils.config import load_config
-from utils.evaluation import frame_stem
+from utils.run_files import frame_stem
 from utils.io import save_npy
 
 

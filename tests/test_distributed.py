@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tools.synthetic import generate
 import train_hybrid
-from datasets.synthetic import generate
 from utils import distributed as dist_utils
 from utils.config import load_config
 

@@ -11,14 +11,10 @@ import torch
 
 import eval_hybrid
 import eval_hybrid_seq
-from datasets.seven_scenes import SevenScenesSequence
-from datasets.sequence import stack_frames
-from datasets.synthetic import generate
 from models import DepthNetHybrid
-from models.inference import prepare_for_inference
-from models.memory import MemoryBuffer
 from tests.test_metrics import hand_metrics
-from utils import evaluation
+from tools.synthetic import generate
+from utils import evaluation, run_files
 from utils.checkpoint import save_checkpoint
 
 NATIVE_HW = (240, 320)   # generated ground truth; the network runs at 128x160 (ratio 1.875 x 2)
@@ -82,13 +78,13 @@ def _tree(run_dir: Path) -> dict:
 
 
 def _check_scene(scene_dir: Path, stems: list, kinds: list, dtype=np.float32):
-    marker = json.loads((scene_dir / evaluation.MARKER).read_text())
+    marker = json.loads((scene_dir / run_files.MARKER).read_text())
     assert marker["frames"] == stems and marker["num_frames"] == len(stems)
     expected = {f"{kind}/{stem}{ext}" for kind in kinds for stem in stems
                 for ext in (".npy", ".jpg")}
     assert set(marker["files"]) == expected
     on_disk = {p.relative_to(scene_dir).as_posix() for p in scene_dir.rglob("*")
-               if p.is_file() and p.name != evaluation.MARKER}
+               if p.is_file() and p.name != run_files.MARKER}
     assert on_disk == expected
     for kind in kinds:
         for stem in stems:
@@ -172,7 +168,7 @@ def test_joint_7scenes_layout_and_estm_scannet_layout(seven_set, scannet_set, ck
                                  "--save_images", "False", "--metrics", "False"])
     assert estm["metrics"] is None
     scene_dir = tmp_path / "estm" / "scene0000_00"
-    marker = json.loads((scene_dir / evaluation.MARKER).read_text())
+    marker = json.loads((scene_dir / run_files.MARKER).read_text())
     assert marker["frames"] == ["3"] and marker["frame_ids"] == [3]   # frames 0, 3, 6
     assert sorted(p.name for p in scene_dir.rglob("*.*") if p.is_file()) == \
         [".done.json", "3.npy", "3.npy"]
@@ -201,7 +197,7 @@ def test_interrupted_evaluation_resumes_to_identical_files(seven_set, ckpt, estm
 
     run_dir = evalpath / "estm"
     first, second = run_dir / "room0000" / "seq-01", run_dir / "room0001" / "seq-01"
-    assert (first / evaluation.MARKER).is_file() and not (second / evaluation.MARKER).exists()
+    assert (first / run_files.MARKER).is_file() and not (second / run_files.MARKER).exists()
     assert (second / "init_depth" / "frame-000001.color.npy").is_file()  # a partial scene
     (second / "init_depth" / "stale.npy").write_bytes(b"left over")
     done_before = {p: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()}
@@ -220,47 +216,96 @@ def test_other_configuration_is_refused(seven_set, ckpt, estm_run):
                                         "--metrics", "False"))
 
 
-@torch.no_grad()
-def test_estm_on_real_frames_equals_hand_fed_windows(reference, redkitchen, tmp_path):
-    """Reference weights on real 7-Scenes frames: saved depths == the model fed by hand."""
+def _pose_file(folder: Path, frame_id: int) -> torch.Tensor:
+    return torch.from_numpy(np.loadtxt(folder / f"frame-{frame_id:06d}.pose.txt"))
+
+
+def _record_decode_calls(monkeypatch) -> list:
+    """Every ``DepthNetHybrid.decode`` call (the evaluation loop's model call): its poses,
+    intrinsics and memory, and what it returned."""
+    calls, real_decode = [], DepthNetHybrid.decode
+
+    def spy(self, matching, context, world_T_cam_bn44, cam_intr, memory=None, use_est=None):
+        outputs, handed_on = real_decode(self, matching, context, world_T_cam_bn44, cam_intr,
+                                         memory, use_est)
+        calls.append({"poses": world_T_cam_bn44.clone(), "K": cam_intr.clone(),
+                      "memory": memory, "outputs": outputs, "handed_on": handed_on})
+        return outputs, handed_on
+
+    monkeypatch.setattr(DepthNetHybrid, "decode", spy)
+    return calls
+
+
+def _estm_with_reference_weights(reference, datapath: Path, interval: int, tmp_path) -> dict:
     cfg = reference["config"]
     model = DepthNetHybrid(ndepths=cfg["ndepths"], depth_min=cfg["depth_min"],
                            depth_max=cfg["depth_max"], resnet=cfg["resnet"],
                            IF_EST_transformer=cfg["IF_EST_transformer"])
     model.load_state_dict(reference["weights"], strict=True)
-    model.eval()
     ckpt = tmp_path / "reference.ckpt"
     save_checkpoint(str(ckpt), model)
-
-    interval = 9   # frames 150, 159, ..., 195: 6 frames, 4 windows; the 4th evicts the 1st
-    result = eval_hybrid_seq.main([
+    return eval_hybrid_seq.main([
         "--height", str(cfg["height"]), "--width", str(cfg["width"]), "--device", "cpu",
         "--log_level", "WARNING", "--resnet", str(cfg["resnet"]), "--ndepths",
         str(cfg["ndepths"]), "--depth_min", str(cfg["depth_min"]), "--depth_max",
         str(cfg["depth_max"]), "--IF_EST_transformer", str(cfg["IF_EST_transformer"]),
-        "--eval_dataset", "7scenes", "--datapath", str(redkitchen), "--frame_interval",
+        "--eval_dataset", "7scenes", "--datapath", str(datapath), "--frame_interval",
         str(interval), "--loadckpt", str(ckpt), "--evalpath", str(tmp_path / "out"),
         "--save_images", "False"])
 
-    seq = SevenScenesSequence(redkitchen, height=cfg["height"], width=cfg["width"],
-                              frame_interval=interval)
-    assert len(seq) == 6
+
+@torch.no_grad()
+def test_estm_on_real_frames_feeds_the_model_what_the_protocol_says(reference, redkitchen,
+                                                                     tmp_path, monkeypatch):
+    """Reference weights on real 7-Scenes frames, every value the model is fed computed by
+    hand: the frames of each window (from --frame_interval and --lwindow), the intrinsics
+    (the official ones scaled to the network size) and the memory entries each window
+    receives; then the saved files equal what the model returned."""
+    calls = _record_decode_calls(monkeypatch)
+    interval = 9
+    result = _estm_with_reference_weights(reference, redkitchen, interval, tmp_path)
+
+    # Frames: every 9th frame id of the sample (150..199), windows of 3 sliding by one.
+    ids = sorted(int(p.name[len("frame-"):len("frame-000000")])
+                 for p in redkitchen.glob("frame-*.color.png"))
+    chosen = ids[::interval]
+    assert chosen == [150, 159, 168, 177, 186, 195]
+    windows = [chosen[s:s + 3] for s in range(len(chosen) - 2)]
+    assert len(calls) == len(windows)
+    h, w = reference["config"]["height"], reference["config"]["width"]
+    K_by_hand = torch.tensor([[577.87 * w / 640, 0.0, 319.5 * w / 640],
+                              [0.0, 577.87 * h / 480, 239.5 * h / 480], [0.0, 0.0, 1.0]])
+    for call, window in zip(calls, windows):
+        poses = torch.stack([_pose_file(redkitchen, i) for i in window])
+        torch.testing.assert_close(call["poses"][0].double(), poses, rtol=0, atol=1e-6)
+        torch.testing.assert_close(call["K"][0], K_by_hand, rtol=1e-6, atol=1e-5)
+
+    # Memory: none for the first window, then the view each of the last two windows handed
+    # on, oldest first (--memory_size 2: the 4th window no longer sees the 1st's).
+    for call, sources in zip(calls, ([], [0], [0, 1], [1, 2])):
+        memory = call["memory"]
+        if not sources:
+            assert memory is None
+            continue
+        assert len(memory) == len(sources)
+        for view, source in enumerate(sources):
+            given = calls[source]["handed_on"]
+            assert torch.equal(memory.keys_bcdhw[view], given.keys_bcdhw[0])
+            assert torch.equal(memory.values_bcdhw[view], given.values_bcdhw[0])
+        # Official quirk (models/hybrid_decoder.py): a window given memory hands on the pose
+        # of the newest memory, so every memory keeps the first window's target pose.
+        for pose in memory.world_T_cam_b44:
+            torch.testing.assert_close(pose[0].double(), _pose_file(redkitchen, chosen[1]),
+                                       rtol=0, atol=1e-6)
+
+    # Saved files: the middle frame of each window, exactly the depths the model returned.
     scene_dir = tmp_path / "out" / "estm" / "redkitchen" / "seq-sample"
-    # The evaluation runs the batch-norm-folded inference copy (--fold_bn True, default);
-    # tests/test_inference.py holds that copy to the official outputs.
-    folded = prepare_for_inference(model, fold_bn=True)
-    memory = MemoryBuffer(2)
-    for start in range(len(seq) - 2):
-        batch = stack_frames([seq[i] for i in range(start, start + 3)])
-        outputs, costs, poses = folded(batch["imgs"][None], batch["cam_poses"][None],
-                                      batch["cam_intr"][None], None, *memory.as_inputs(),
-                                      mode="val")
-        memory.push(costs, poses)
-        stem = Path(batch["img_paths"][1]).name[:-len(".png")]
-        for kind, scale in (("init_depth", 2), ("refined_depth", 0)):
-            saved = torch.from_numpy(np.load(scene_dir / kind / f"{stem}.npy"))
-            torch.testing.assert_close(saved, outputs[("depth", 0, scale)][0, 0],
-                                       rtol=0, atol=1e-6, msg=f"{kind} {stem}")
+    for kind, scale in (("init_depth", 2), ("refined_depth", 0)):
+        assert sorted(p.name for p in (scene_dir / kind).glob("*.npy")) == \
+            [f"frame-{window[1]:06d}.color.npy" for window in windows]
+        for call, window in zip(calls, windows):
+            saved = np.load(scene_dir / kind / f"frame-{window[1]:06d}.color.npy")
+            np.testing.assert_array_equal(saved, call["outputs"][("depth", 0, scale)][0, 0])
 
     counts = result["metrics"]["counts"]
     assert counts["frames_predicted"] == 4 and counts["frames_missing_gt"] == 0

@@ -1,10 +1,34 @@
 """TSDF fusion, mesh extraction, PLY I/O and mesh metrics (utils/fusion.py)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from datasets.synthetic import default_intrinsics, random_scene, render
+from tools.synthetic import default_intrinsics, random_scene, render
 from utils import fusion
+
+
+def load_ply(path) -> fusion.Mesh:
+    """Read a PLY written by :func:`utils.fusion.save_ply` (binary little-endian,
+    triangles only)."""
+    path = Path(path)
+    data = path.read_bytes()
+    end = data.find(b"end_header\n")
+    if not data.startswith(b"ply\n") or end < 0:
+        raise ValueError(f"{path} is not a PLY file")
+    header = data[:end].decode("ascii").splitlines()
+    if "format binary_little_endian 1.0" not in header:
+        raise ValueError(f"{path}: only binary little-endian PLY is read")
+    counts = {line.split()[1]: int(line.split()[2]) for line in header
+              if line.startswith("element")}
+    offset = end + len(b"end_header\n")
+    nv, nf = counts.get("vertex", 0), counts.get("face", 0)
+    vertices = np.frombuffer(data, "<f4", nv * 3, offset).reshape(nv, 3)
+    faces = np.frombuffer(data, [("n", "u1"), ("idx", "<i4", (3,))], nf, offset + nv * 12)
+    if nf and not (faces["n"] == 3).all():
+        raise ValueError(f"{path}: only triangle faces are read")
+    return fusion.Mesh(vertices.astype(np.float32), faces["idx"].astype(np.int64))
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +100,12 @@ def test_ply_round_trip(tmp_path, fused):
     mesh, _ = fused
     path = tmp_path / "mesh.ply"
     fusion.save_ply(mesh, path)
-    loaded = fusion.load_ply(path)
+    loaded = load_ply(path)
     np.testing.assert_array_equal(loaded.vertices_v3, mesh.vertices_v3)
     np.testing.assert_array_equal(loaded.faces_f3, mesh.faces_f3)
     empty = fusion.Mesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64))
     fusion.save_ply(empty, tmp_path / "empty.ply")
-    assert len(fusion.load_ply(tmp_path / "empty.ply")) == 0
+    assert len(load_ply(tmp_path / "empty.ply")) == 0
 
 
 def test_point_metrics_by_hand():

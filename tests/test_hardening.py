@@ -23,16 +23,16 @@ import torch
 import demo
 import eval_hybrid
 import eval_hybrid_seq
+from tools.synthetic import cli as synthetic_cli
+from tools.synthetic import generate
 import train_hybrid
-from datasets import synthetic
 from datasets.io import DataError, listed_dirs, read_color, read_depth, read_pose
-from datasets.synthetic import generate
 from models import DepthNetHybrid
 from utils import checkpoint as ckpt_io
 from utils import distributed as dist_utils
 from utils import evaluation
 from utils import io as io_utils
-from utils import metrics
+from utils import eval_scenes, run_files, run_metrics
 from utils.config import ConfigError, build_parser, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +110,7 @@ def test_sequence_given_as_dot_keeps_its_siblings_results(seven_set, ckpt, tmp_p
                                "--datapath", str(room / "seq-02")))
     sibling = evalpath / "estm" / "room0000" / "seq-02"
     before = _files(sibling)
-    assert (sibling / evaluation.MARKER).is_file()
+    assert (sibling / run_files.MARKER).is_file()
 
     monkeypatch.chdir(room / "seq-01")
     result = eval_hybrid_seq.main(_estm(seven_set, ckpt, evalpath, "--metrics", "False",
@@ -123,7 +123,7 @@ def test_sequence_given_as_dot_keeps_its_siblings_results(seven_set, ckpt, tmp_p
                                    ["a", "a"]])
 def test_scene_names_must_be_distinct_folders_strictly_inside_the_run(tmp_path, names):
     with pytest.raises(ValueError, match="scene"):
-        evaluation.scene_dirs(tmp_path / "joint", [(n, tmp_path) for n in names])
+        eval_scenes.scene_dirs(tmp_path / "joint", [(n, tmp_path) for n in names])
 
 
 def test_split_line_dot_is_refused_before_anything_is_deleted(seven_set, ckpt, estm_run,
@@ -143,10 +143,10 @@ def test_split_line_dot_is_refused_before_anything_is_deleted(seven_set, ckpt, e
 def test_a_scene_folder_holding_other_results_is_never_deleted(tmp_path):
     scene = tmp_path / "scene"
     (scene / "inner").mkdir(parents=True)
-    (scene / "inner" / evaluation.MARKER).write_text("{}")
+    (scene / "inner" / run_files.MARKER).write_text("{}")
     with pytest.raises(RuntimeError, match="refusing to delete"):
-        evaluation.clear_attempt(scene)
-    assert (scene / "inner" / evaluation.MARKER).is_file()
+        run_files.clear_attempt(scene)
+    assert (scene / "inner" / run_files.MARKER).is_file()
 
 
 # ----------------------------------------------------------------- 2. zero options
@@ -170,7 +170,7 @@ def test_a_locked_output_folder_is_refused_naming_the_other_run(seven_set, ckpt,
         held.flush()
         with pytest.raises(RuntimeError, match="in use by another run.*4242.*other.ckpt"):
             eval_hybrid_seq.main(_estm(seven_set, ckpt, tmp_path))
-    assert not any(run_dir.rglob(evaluation.MARKER))
+    assert not any(run_dir.rglob(run_files.MARKER))
     # released, the folder can be taken; the lock file names the holder while held and
     # goes when released
     with io_utils.folder_lock(str(run_dir), "mine"):
@@ -356,11 +356,11 @@ def test_config_file_values_apply_and_are_given(tmp_path):
 # ------------------------------------------------------------- 9. unfinished scenes
 def test_metrics_leave_out_and_report_unfinished_scenes(estm_run, tmp_path, capsys):
     run = _copy_run(estm_run, tmp_path)
-    (run / "estm" / "room0000" / "seq-02" / evaluation.MARKER).unlink()   # interrupted
-    with pytest.raises(metrics.IncompleteRunError, match="room0000/seq-02.*--allow_partial"):
-        metrics.main(["--evalpath", str(run)])
+    (run / "estm" / "room0000" / "seq-02" / run_files.MARKER).unlink()   # interrupted
+    with pytest.raises(run_metrics.IncompleteRunError, match="room0000/seq-02.*--allow_partial"):
+        run_metrics.main(["--evalpath", str(run)])
     assert not (run / "estm" / "metrics.json").exists()
-    results = metrics.main(["--evalpath", str(run), "--allow_partial", "True"])
+    results = run_metrics.main(["--evalpath", str(run), "--allow_partial", "True"])
     counts = results[str(run / "estm")]["counts"]
     assert counts["scenes_evaluated"] == 1 and counts["frames_predicted"] == 2
     assert counts["scenes_without_marker"] == ["room0000/seq-02"] and not counts["complete"]
@@ -375,8 +375,8 @@ def test_truncated_outputs_of_a_done_scene_are_detected_and_recomputed(seven_set
     reference = _files(scene)
     npy = scene / "refined_depth" / "frame-000001.color.npy"
     npy.write_bytes(npy.read_bytes()[:100])
-    with pytest.raises(metrics.IncompleteRunError, match="truncated"):
-        metrics.main(["--evalpath", str(run)])
+    with pytest.raises(run_metrics.IncompleteRunError, match="truncated"):
+        run_metrics.main(["--evalpath", str(run)])
     result = eval_hybrid_seq.main(_estm(seven_set, ckpt, run))
     assert result["scenes"]["room0000/seq-01"]["status"] == "evaluated"
     assert result["scenes"]["room0000/seq-02"]["status"] == "skipped"
@@ -387,7 +387,7 @@ def test_an_unreadable_prediction_of_official_outputs_names_the_file(tmp_path):
     bad = tmp_path / "1.npy"
     bad.write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(ValueError, match=re.escape(str(bad))):
-        metrics.load_prediction(bad)
+        run_metrics.load_prediction(bad)
 
 
 # ------------------------------------------------------------ 10. nothing predicted
@@ -395,7 +395,7 @@ def test_a_scene_too_short_for_one_window_is_an_error_and_not_marked(seven_set, 
                                                                      tmp_path):
     with pytest.raises(evaluation.NothingPredictedError, match="lower --frame_interval"):
         eval_hybrid_seq.main(_estm(seven_set, ckpt, tmp_path, "--frame_interval", "10"))
-    assert not list(tmp_path.rglob(evaluation.MARKER))
+    assert not list(tmp_path.rglob(run_files.MARKER))
     assert not list(tmp_path.rglob("*.npy"))
 
 
@@ -484,7 +484,7 @@ def test_model_options_come_from_the_checkpoint(seven_set, ckpt, tmp_path):
     argv = _estm(seven_set, ckpt, tmp_path, "--metrics", "False", "--datapath",
                  str(seven_set / "room0000" / "seq-01"), model=[])
     eval_hybrid_seq.main(argv)
-    hashed = json.loads((tmp_path / "estm" / evaluation.RUN_FILE).read_text())["hashed"]
+    hashed = json.loads((tmp_path / "estm" / run_files.RUN_FILE).read_text())["hashed"]
     assert (hashed["resnet"], hashed["ndepths"], hashed["depth_max"]) == (18, 8, 10.0)
     with pytest.raises(ValueError, match="--ndepths 16 conflicts with the 8"):
         eval_hybrid_seq.main(argv + ["--ndepths", "16"])
@@ -547,10 +547,10 @@ def test_readme_says_where_the_released_checkpoint_comes_from():
 def test_synthetic_command_takes_overwrite_true_and_its_output_is_ignored(tmp_path):
     argv = ["--out", str(tmp_path), "--scenes", "1", "--frames", "2", "--height", "32",
             "--width", "32", "--val", "0", "--test", "0", "--workers", "1"]
-    synthetic.main(argv)
-    synthetic.main(argv + ["--overwrite", "True"])
+    synthetic_cli.main(argv)
+    synthetic_cli.main(argv + ["--overwrite", "True"])
     with pytest.raises(FileExistsError):
-        synthetic.main(argv + ["--overwrite", "False"])
+        synthetic_cli.main(argv + ["--overwrite", "False"])
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     for path in ("data/synthetic/scene0000_00/x.jpg", "data/synthetic_7scenes/room0000/y.png"):

@@ -6,7 +6,8 @@ import torch
 from models import DepthNetHybrid
 from models.inference import fold_batchnorm, prepare_for_inference
 from models.memory import MemoryBuffer
-from utils.evaluation import estm_protocol, infer_windows, joint_protocol
+from utils.inference_loop import FrameFeatureCache, infer_windows
+from utils.protocols import estm_protocol, joint_protocol
 
 HW = (128, 128)
 FRAMES = 8
@@ -99,15 +100,14 @@ def test_each_frame_features_are_computed_once(model, sequence, protocol):
 
 
 def test_feature_cache_keeps_only_frames_still_needed(model, sequence, monkeypatch):
-    from utils import evaluation
 
     sizes = []
-    release = evaluation.FrameFeatureCache.release
+    release = FrameFeatureCache.release
 
     def spy(self, k):
         release(self, k)
         sizes.append(len(self.matching) + len(self.context))
-    monkeypatch.setattr(evaluation.FrameFeatureCache, "release", spy)
+    monkeypatch.setattr(FrameFeatureCache, "release", spy)
     _run(model, sequence, estm_protocol(), cache_features=True)
     # ESTM: the matching features of frames k+1, k+2 stay for the next window, no context
     # features (each target is in one window); the last window leaves nothing.

@@ -1,6 +1,7 @@
-"""utils.metrics: formulas, masking, resizing, temporal consistency, saved-prediction tables.
+"""utils.depth_metrics, utils.metrics and utils.run_metrics: formulas, masking, resizing,
+temporal consistency, saved-prediction tables.
 
-Expected values are computed by hand or with numpy/cv2, independently of utils.metrics.
+Expected values are computed by hand or with numpy/cv2, independently of the code under test.
 """
 
 import csv
@@ -12,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils import metrics
+from utils import metrics, run_metrics
+from utils.depth_metrics import depth_metrics
 
 GT_HW, PRED_HW = (15, 20), (8, 10)   # the real data's 480/256 x 640/320 ratios, scaled down
 SCENE = "scene0000_00"
@@ -32,7 +34,7 @@ def hand_metrics(gt: np.ndarray, pred: np.ndarray) -> dict:
 def test_depth_metrics_hand_values():
     gt = torch.tensor([1.0, 2.0, 4.0])
     pred = torch.tensor([1.25, 1.5, 4.0])
-    got = {k: float(v) for k, v in metrics.depth_metrics(gt, pred).items()}
+    got = {k: float(v) for k, v in depth_metrics(gt, pred).items()}
     expected = {
         "abs_rel": (0.25 / 1 + 0.5 / 2 + 0) / 3,                     # 0.1667
         "abs_diff": (0.25 + 0.5 + 0) / 3,                            # 0.25
@@ -156,7 +158,7 @@ def _expected_frame1(tiny_scan, low, high):
 
 
 def test_saved_predictions_table_counts_and_masks(tiny_scan):
-    results = metrics.evaluate_saved(tiny_scan["run"], datapath=tiny_scan["data"],
+    results = run_metrics.evaluate_saved(tiny_scan["run"], datapath=tiny_scan["data"],
                                      eval_dataset="scannet", testlist=tiny_scan["list"],
                                      frame_interval=1, show=False)
     counts = results["counts"]
@@ -192,7 +194,7 @@ def test_saved_predictions_table_counts_and_masks(tiny_scan):
 
 
 def test_cli_depth_range_override(tiny_scan, capsys):
-    out = metrics.main(["--evalpath", str(tiny_scan["run"]), "--datapath", str(tiny_scan["data"]),
+    out = run_metrics.main(["--evalpath", str(tiny_scan["run"]), "--datapath", str(tiny_scan["data"]),
                         "--eval_dataset", "scannet", "--testlist", str(tiny_scan["list"]),
                         "--frame_interval", "1", "--max_depth_eval", "6"])
     results = out[str(tiny_scan["run"])]

@@ -7,6 +7,7 @@ import pytest
 
 import predict
 from datasets.seven_scenes import SevenScenesSequence
+from tests.test_fusion import load_ply
 from utils import fusion
 
 TINY = ["--resnet", "18", "--ndepths", "4", "--height", "128", "--width", "128",
@@ -47,8 +48,8 @@ def test_predict_folder_capture_with_fusion(redkitchen, tmp_path, capfd, monkeyp
     assert set(saved["depth_metrics"]) >= {"abs_rel", "rmse", "a1"}
     mesh_metrics = saved["fusion"]["metrics"]
     assert set(mesh_metrics) >= {"acc", "comp", "prec", "recall", "fscore"}
-    assert len(fusion.load_ply(out / "mesh_gt.ply")) > 1000
-    fusion.load_ply(out / "mesh.ply")
+    assert len(load_ply(out / "mesh_gt.ply")) > 1000
+    load_ply(out / "mesh.ply")
 
     # Re-running reuses the depth maps: the model is not run again.
     monkeypatch.setattr(predict, "infer_windows", None)

@@ -1,6 +1,8 @@
 """ScanNet .sens export (datasets/scannet_export.py) on small files written in the format."""
 
 import struct
+import zlib
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -15,6 +17,27 @@ K_COLOR = np.array([[70.0, 0, 39.5, 0], [0, 70.0, 29.5, 0], [0, 0, 1, 0], [0, 0,
 K_DEPTH = np.array([[35.0, 0, 19.5, 0], [0, 35.0, 14.5, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
 
 
+def write_sens(path, color_jpegs: Sequence[bytes], depths_mm: Sequence[np.ndarray],
+               poses: Sequence[np.ndarray], intrinsic_color: np.ndarray,
+               intrinsic_depth: np.ndarray, color_hw: Sequence[int],
+               sensor_name: str = "StructureSensor", version: int = scannet_export.SENS_VERSION) -> None:
+    """Write a ``.sens`` file in the documented format (the reader's test fixture)."""
+    depth_hw = depths_mm[0].shape
+    name = sensor_name.encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IQ", version, len(name)) + name)
+        for matrix in (intrinsic_color, np.eye(4), intrinsic_depth, np.eye(4)):
+            f.write(struct.pack("<16f", *np.asarray(matrix, np.float32).ravel()))
+        f.write(struct.pack("<ii4IfQ", 2, 1, color_hw[1], color_hw[0], depth_hw[1],
+                            depth_hw[0], 1000.0, len(poses)))
+        for index, (jpeg, depth, pose) in enumerate(zip(color_jpegs, depths_mm, poses)):
+            packed = zlib.compress(np.ascontiguousarray(depth, dtype="<u2").tobytes())
+            f.write(struct.pack("<16f", *np.asarray(pose, np.float32).ravel()))
+            f.write(struct.pack("<4Q", index, index, len(jpeg), len(packed)))
+            f.write(jpeg + packed)
+        f.write(struct.pack("<Q", 0))  # no IMU frames
+
+
 def make_sens(path, count: int = 7, version: int = 4):
     rng = np.random.default_rng(1)
     jpegs, depths, poses = [], [], []
@@ -25,8 +48,7 @@ def make_sens(path, count: int = 7, version: int = 4):
         pose = np.eye(4)
         pose[:3, 3] = [0.1 * i, 0.25, -0.5 * i]
         poses.append(pose)
-    scannet_export.write_sens(path, jpegs, depths, poses, K_COLOR, K_DEPTH, COLOR_HW,
-                              version=version)
+    write_sens(path, jpegs, depths, poses, K_COLOR, K_DEPTH, COLOR_HW, version=version)
     return jpegs, depths, poses
 
 

@@ -11,9 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from datasets import synthetic
 from datasets.intrinsics import OFFICIAL_K_33, SEVEN_SCENES_K_33
 from datasets.io import read_depth, read_intrinsics, read_pose
+import tools.synthetic as synthetic
+from tools.synthetic import writer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,7 +141,7 @@ def test_camera_moves_like_handheld_video_and_depth_stays_indoor():
 
 def test_command_line_writes_the_7scenes_layout(tmp_path):
     out = tmp_path / "seven"
-    subprocess.run([sys.executable, "-m", "datasets.synthetic", "--out", str(out), "--layout",
+    subprocess.run([sys.executable, "-m", "tools.synthetic", "--out", str(out), "--layout",
                     "7scenes", "--scenes", "1", "--frames", "2", "--height", "48", "--width", "64",
                     "--workers", "1"], cwd=REPO, check=True, capture_output=True)
     seq = out / "room0000" / "seq-01"
@@ -154,7 +155,7 @@ def test_command_line_writes_the_7scenes_layout(tmp_path):
 
 
 def test_7scenes_layout_marks_far_depth_with_65535(tmp_path, monkeypatch):
-    monkeypatch.setattr(synthetic, "MAX_DEPTH", 2.0)
+    monkeypatch.setattr(writer, "MAX_DEPTH", 2.0)  # the depth writer's range
     synthetic.generate(tmp_path, "7scenes", scenes=1, frames=1, height=48, width=64, seed=0,
                        workers=1)
     raw = cv2.imread(str(tmp_path / "room0000" / "seq-01" / "frame-000000.depth.png"),
@@ -164,7 +165,7 @@ def test_7scenes_layout_marks_far_depth_with_65535(tmp_path, monkeypatch):
 
 
 def test_interrupted_generation_leaves_no_scene(tmp_path, monkeypatch):
-    real_render, calls = synthetic.render, []
+    real_render, calls = writer.render, []
 
     def failing_render(*args, **kwargs):
         calls.append(1)
@@ -172,7 +173,7 @@ def test_interrupted_generation_leaves_no_scene(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_render(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "render", failing_render)
+    monkeypatch.setattr(writer, "render", failing_render)
     with pytest.raises(KeyboardInterrupt):
         synthetic.generate(tmp_path, "scannet", scenes=1, frames=5, height=24, width=32,
                            val=0, test=0, workers=1)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from tools.synthetic import generate
 import train_hybrid
-from datasets.synthetic import generate
 from models import DepthNetHybrid
 from utils import checkpoint as ckpt_io
 from utils import distributed as dist_utils

@@ -1,5 +1,9 @@
 """What the two evaluators share: Joint (``eval_hybrid.py``) and ESTM (``eval_hybrid_seq.py``).
 
+The run: options checked, the checkpoint's model built, each scene planned, inferred
+(:mod:`utils.inference_loop`, protocols in :mod:`utils.protocols`) and written
+(:mod:`utils.run_files`), then the metrics (:mod:`utils.run_metrics`).
+
 One run evaluates every scene (ScanNet) or sequence (7-Scenes) of a list with one
 checkpoint and one inference protocol, and writes, in the official layout::
 
@@ -9,7 +13,7 @@ checkpoint and one inference protocol, and writes, in the official layout::
                                       init_prob/...        (with --save_init_prob)
                                       refined_prob/...     (with --save_refined_prob)
                                       .done.json           completion marker, written last
-    <evalpath>/<mode>/metrics.{json,csv}, metrics_frames.csv   (utils.metrics)
+    <evalpath>/<mode>/metrics.{json,csv}, metrics_frames.csv   (utils.run_metrics)
 
 ``<mode>`` is ``joint`` or ``estm`` and ``<frame>`` the colour image's file name without
 its extension (``frame-000150.color``, ``123``), as the official scripts name depths.
@@ -27,185 +31,31 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
-import cv2
 import torch
 from tqdm import tqdm
 
-from datasets.scannet import ScanNetSequence
-from datasets.sequence import FrameSequence, stack_frames
-from datasets.seven_scenes import TEST_LIST as SEVEN_SCENES_TEST_LIST
-from datasets.seven_scenes import SevenScenesSequence, is_sequence_dir, list_sequences
-from datasets.io import listed_dirs
-from datasets.windows import joint_windows, sliding_windows
 from models import DepthNetHybrid, precision
-from models.depthnet import check_inputs
 from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
-from utils import metrics as metrics_mod
+from utils import run_metrics as metrics_mod
 from utils.checkpoint import load_model_state, read_checkpoint
 from utils.distributed import resolve_device
-from utils.io import folder_lock, remove_stale_temps, save_image, save_json, save_npy
-from utils.visualization import colorize_depth, colorize_prob
+from utils.eval_scenes import (EVAL_DATASETS, effective_intrinsics, list_scenes, open_sequence,
+                               scene_dirs)
+from utils.inference_loop import infer_windows
+from utils.io import folder_lock, remove_stale_temps, save_json
+from utils.protocols import Protocol
+from utils.run_files import (FORMAT_VERSION, MARKER, MARKER_FORMAT, OUTPUT_KINDS, RUN_FILE,
+                             RUN_FORMAT, clear_attempt, frame_stem, read_marker, save_target,
+                             scene_is_done)
 
 log = logging.getLogger("eval")
 
-ROOT = Path(__file__).resolve().parents[1]
-SCANNET_TEST_LIST = ROOT / "data" / "scannet_split" / "test_split.txt"
-EVAL_DATASETS = ("scannet", "7scenes", "synthetic")
 SAVE_DTYPES = ("float32", "float16")
-RUN_FILE = "run.json"
-MARKER = ".done.json"
-RUN_FORMAT = "estdepth/eval-run"
-MARKER_FORMAT = "estdepth/eval-scene"
-FORMAT_VERSION = 1
-# Depth colour maps span 0..5 m, as the official scripts' colorize_depth(max_depth=5.0).
-COLOR_MAX_DEPTH = 5.0
-
-# Output folder -> (model output key for target t, picture kind, option that enables it).
-OUTPUT_KINDS = {
-    "init_depth": (lambda t: ("depth", t, 2), "depth", "save_init_depth"),
-    "refined_depth": (lambda t: ("depth", t, 0), "depth", "save_refined_depth"),
-    "init_prob": (lambda t: ("init_prob", t), "prob", "save_init_prob"),
-    "refined_prob": (lambda t: ("fused_prob", t), "prob", "save_refined_prob"),
-}
 DEPTH_KINDS = ("init_depth", "refined_depth")
-
-
-# ------------------------------------------------------------------------ protocols
-@dataclass(frozen=True)
-class Protocol:
-    """An inference protocol: which windows run, which outputs they keep, how much memory.
-
-    ``windows(n)`` lists the windows (indices into the subsampled frames) of a sequence of
-    ``n`` frames; ``targets(window)`` gives ``(output index, frame index)`` of the frames
-    the window's outputs are saved for; ``memory_size`` windows of EST memory are kept.
-    """
-
-    name: str
-    windows: Callable[[int], list]
-    targets: Callable[[list], list]
-    memory_size: int
-    params: dict = field(default_factory=dict)
-
-
-def _inner_targets(window: list) -> list:
-    return [(t, window[t + 1]) for t in range(len(window) - 2)]
-
-
-def joint_protocol(seq_len: int = 5) -> Protocol:
-    """Official Joint: windows of ``seq_len`` stepping by ``seq_len - 2``, targets the inner
-    frames, each window given the previous window's memory."""
-    if seq_len < 3:
-        raise ValueError(f"--seq_len must be at least 3, got {seq_len}")
-    return Protocol("joint", partial(joint_windows, window=seq_len, step=seq_len - 2),
-                    _inner_targets, memory_size=1, params={"seq_len": seq_len})
-
-
-def estm_protocol(lwindow: int = 3, memory_size: int = 2) -> Protocol:
-    """Official ESTM: a window of ``lwindow`` frames sliding one frame at a time, the
-    memories of the last ``memory_size`` windows, the middle frame as target.
-
-    The model predicts every inner frame of a window; the middle one (frame
-    ``lwindow // 2``) is output ``lwindow // 2 - 1``. (The official script saved output 0
-    under the middle frame's name, which is the same thing only for ``lwindow = 3``.)
-    """
-    if lwindow < 3:
-        raise ValueError(f"--lwindow must be at least 3, got {lwindow}")
-    if memory_size < 1:
-        raise ValueError(f"--memory_size must be at least 1, got {memory_size}")
-    middle = lwindow // 2
-    return Protocol("estm", partial(sliding_windows, size=lwindow),
-                    lambda window: [(middle - 1, window[middle])], memory_size=memory_size,
-                    params={"lwindow": lwindow, "memory_size": memory_size})
-
-
-# --------------------------------------------------------------------- scenes & data
-def effective_intrinsics(eval_dataset: str, intrinsics: str) -> str:
-    """Synthetic data ships exact per-scene intrinsics, which are always used."""
-    return "scene" if eval_dataset == "synthetic" else intrinsics
-
-
-def default_testlist(eval_dataset: str, datapath) -> Path:
-    if eval_dataset == "scannet":
-        return SCANNET_TEST_LIST
-    if eval_dataset == "synthetic":
-        return Path(datapath) / "splits" / "test_split.txt"
-    if eval_dataset == "7scenes":
-        return SEVEN_SCENES_TEST_LIST
-    raise ValueError(f"--eval_dataset must be one of {EVAL_DATASETS}, got {eval_dataset!r}")
-
-
-def list_scenes(eval_dataset: str, datapath, testlist=None) -> list[tuple[str, Path]]:
-    """``(name, folder)`` of every scene/sequence to evaluate, in list order.
-
-    ``name`` is the output sub-folder: the scene (ScanNet, synthetic) or ``scene/seq``
-    (7-Scenes; for a single sequence folder given as ``datapath``, its parent's name and
-    its own).
-    """
-    if eval_dataset not in EVAL_DATASETS:
-        raise ValueError(f"--eval_dataset must be one of {EVAL_DATASETS}, got {eval_dataset!r}")
-    if not datapath:
-        raise ValueError("--datapath is required (the root of the test scans)")
-    datapath = Path(datapath)
-    listed = testlist or default_testlist(eval_dataset, datapath)
-    if eval_dataset == "7scenes":
-        if is_sequence_dir(datapath):
-            # resolved: "." or "seq/.." have no name of their own
-            resolved = datapath.resolve()
-            return [(f"{resolved.parent.name}/{resolved.name}", datapath)]
-        return [(p.relative_to(datapath).as_posix(), p) for p in list_sequences(datapath, listed)]
-    return [(p.relative_to(datapath).as_posix(), p) for p in listed_dirs(datapath, listed)]
-
-
-def scene_dirs(run_dir: Path, scenes: list) -> dict:
-    """``{name: output folder}``, each strictly inside ``run_dir`` and none inside another.
-
-    A scene's folder is deleted when its evaluation restarts, so a name like ``.``,
-    ``..``, ``a/../b`` or one scene nested in another would let one scene delete others'
-    results (or the run's own files).
-
-    Raises:
-        ValueError: naming the offending scene name(s).
-    """
-    root = Path(run_dir).resolve()
-    dirs = {}
-    for name, _ in scenes:
-        parts = Path(name).parts
-        target = (root / name).resolve()
-        if (not name or Path(name).is_absolute() or any(p in (".", "..") for p in parts)
-                or root not in target.parents):
-            raise ValueError(f"scene name {name!r} does not resolve to a folder strictly inside "
-                             f"{root} (check --datapath and the split file's lines)")
-        if name in dirs:
-            raise ValueError(f"scene {name!r} is listed twice (check the split file)")
-        dirs[name] = target
-    for name, target in dirs.items():
-        for other, other_dir in dirs.items():
-            if other != name and target in other_dir.parents:
-                raise ValueError(f"scene {other!r} lies inside scene {name!r}: their outputs "
-                                 f"would overlap (check the split file)")
-    return dirs
-
-
-def open_sequence(eval_dataset: str, folder, height: int, width: int, frame_interval: int,
-                  intrinsics: str, depth_min: float, depth_max: float) -> FrameSequence:
-    """The evaluation frames of one scene; ground truth is valid in ``[depth_min, depth_max]``."""
-    cls = SevenScenesSequence if eval_dataset == "7scenes" else ScanNetSequence
-    return cls(folder, height=height, width=width, frame_interval=frame_interval,
-               depth_min=depth_min, depth_max=depth_max,
-               intrinsics=effective_intrinsics(eval_dataset, intrinsics))
-
-
-def frame_stem(img_path: str) -> str:
-    """Output name of a frame: its colour file name without the extension."""
-    return os.path.splitext(os.path.basename(img_path))[0]
 
 
 # --------------------------------------------------------------------------- model
@@ -256,174 +106,9 @@ def build_model(args, device: torch.device, ckpt: Optional[dict] = None) -> Dept
     return model.to(device).eval()
 
 
-def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Host -> device copy that does not block the host (pinned memory) on CUDA."""
-    if device.type != "cuda":
-        return x.to(device)
-    return x.pin_memory().to(device, non_blocking=True)
-
-
-class FrameFeatureCache:
-    """Each frame's matching (and, for targets, context) features, computed once per
-    sequence and dropped after the last window that uses them.
-
-    A frame's features depend on its image only, so the windows that share a frame
-    (ESTM: three, Joint: two) can share them; nothing else a window computes is shared
-    (each frame is a target of one window, and its cost volume and EST fusion depend on
-    the window's neighbours and memory).
-    """
-
-    def __init__(self, model: DepthNetHybrid, windows: list):
-        self.model = model
-        # The last window that needs a frame's matching / context (targets) features.
-        self.last_use = {i: k for k, window in enumerate(windows) for i in window}
-        self.last_target = {i: k for k, window in enumerate(windows) for i in window[1:-1]}
-        self.matching: dict = {}
-        self.context: dict = {}
-
-    def features(self, window: list, imgs_n3hw: torch.Tensor, device: torch.device):
-        """``(matching per frame, context maps of the targets)`` for :meth:`decode`.
-
-        ``imgs_n3hw`` (host) holds the window's images; only frames without cached
-        features are copied to ``device`` and run through the feature nets, one frame at a
-        time as the model's own eval forward does (bit-identical features).
-        """
-        targets = window[1:-1]
-        for p, i in enumerate(window):
-            is_target = 0 < p < len(window) - 1
-            if i in self.matching and (i in self.context or not is_target):
-                continue
-            img = to_device(imgs_n3hw[p:p + 1], device)
-            if i not in self.matching:
-                self.matching[i] = self.model.matching_features(img)
-            if is_target and i not in self.context:
-                self.context[i] = self.model.context_features(img)
-        matching = [self.matching[i] for i in window]
-        per_target = [self.context[i] for i in targets]
-        context = [maps[0] if len(targets) == 1 else torch.cat(maps)
-                   for maps in zip(*per_target)]
-        return matching, context
-
-    def release(self, k: int) -> None:
-        """Forget the frames no window after the ``k``-th uses."""
-        for store, last in ((self.matching, self.last_use), (self.context, self.last_target)):
-            for i in [i for i in store if last[i] <= k]:
-                del store[i]
-
-
-@torch.no_grad()
-def infer_windows(model: DepthNetHybrid, seq, windows: list, memory: Optional[MemoryBuffer],
-                  cache_features: bool = True) -> Iterator[tuple[list, dict, dict]]:
-    """Run the model on each window in order, threading the EST memory between them.
-
-    The official call: ``outputs, new_costs, new_poses = model(imgs, cam_poses, cam_intr,
-    None, pre_costs, pre_cam_poses, mode="val")`` with ``(pre_costs, pre_cam_poses)`` the
-    memory of earlier windows, then the new memory is pushed. ``memory=None`` runs every
-    window alone (the model without the EST transformer). Frames shared by consecutive
-    windows are read once. With ``cache_features`` (default) each frame's features are
-    computed once (:class:`FrameFeatureCache`) and the window is decoded from them
-    (:meth:`DepthNetHybrid.decode`): the same numbers as the official call up to float
-    rounding, without recomputing shared frames; ``False`` makes the official call.
-    Inputs are checked on the host and copied without blocking it, and nothing in the
-    loop waits for the device.
-
-    Yields:
-        ``(window, batch, outputs)``: ``batch`` is :func:`datasets.sequence.stack_frames`
-        of the window, ``outputs`` the model's (batch size 1).
-    """
-    device = next(model.parameters()).device
-    if memory is not None:
-        memory.reset()
-    cache = FrameFeatureCache(model, windows) if cache_features else None
-    items: dict = {}
-    for k, window in enumerate(windows):
-        items = {i: items[i] if i in items else seq[i] for i in window}
-        batch = stack_frames([items[i] for i in window])
-        pre_costs, pre_cam_poses = memory.as_inputs() if memory is not None else (None, None)
-        poses, intr = (to_device(batch[key][None], device) for key in ("cam_poses", "cam_intr"))
-        if cache is None:
-            outputs, new_costs, new_poses = model(
-                to_device(batch["imgs"][None], device), poses, intr, None, pre_costs,
-                pre_cam_poses, mode="val")
-        else:
-            check_inputs(batch["imgs"][None], batch["cam_poses"][None], batch["cam_intr"][None])
-            matching, context = cache.features(window, batch["imgs"], device)
-            outputs, new_costs, new_poses = model.decode(
-                matching, context, poses, intr,
-                None if pre_costs is None else (pre_costs, pre_cam_poses))
-            cache.release(k)
-        if memory is not None:
-            memory.push(new_costs, new_poses)
-        yield window, batch, outputs
-
-
 # ------------------------------------------------------------------------- outputs
 def enabled_kinds(args) -> list[str]:
     return [kind for kind, (_, _, option) in OUTPUT_KINDS.items() if getattr(args, option)]
-
-
-def save_target(scene_dir: Path, stem: str, outputs: dict, t: int, kinds: list, dtype: str,
-                images: bool) -> list[str]:
-    """Write target ``t`` of a window's outputs; returns the written paths (scene-relative)."""
-    written = []
-    for kind in kinds:
-        key, picture, _ = OUTPUT_KINDS[kind]
-        value = outputs[key(t)][0, 0].detach().float().cpu().numpy()
-        rel = f"{kind}/{stem}"
-        save_npy(value.astype(dtype), str(scene_dir / f"{rel}.npy"))
-        written.append(f"{rel}.npy")
-        if images:
-            rgb = (colorize_depth(value, max_depth=COLOR_MAX_DEPTH) if picture == "depth"
-                   else colorize_prob(value))
-            save_image(str(scene_dir / f"{rel}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            written.append(f"{rel}.jpg")
-    return written
-
-
-def read_marker(scene_dir: Path) -> Optional[dict]:
-    try:
-        marker = json.loads((scene_dir / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) and marker.get("format") == MARKER_FORMAT else None
-
-
-def scene_is_done(scene_dir: Path, config_hash: str, overwrite: bool) -> bool:
-    """Whether ``scene_dir`` holds a complete result of this configuration.
-
-    Raises:
-        RuntimeError: it holds a complete result of another configuration (and not
-            ``overwrite``): mixing two configurations in one run folder is refused.
-    """
-    marker = read_marker(scene_dir)
-    if marker is None:
-        return False
-    if marker.get("config_hash") != config_hash:
-        if overwrite:
-            log.warning("%s: done under configuration %s, recomputing (--overwrite)",
-                        scene_dir, marker.get("config_hash"))
-            return False
-        raise RuntimeError(
-            f"{scene_dir} was evaluated with another configuration (hash "
-            f"{marker.get('config_hash')}, this run {config_hash}; see run.json and the "
-            f"marker's 'config'). Use another --evalpath, or --overwrite True to replace it.")
-    damaged = damaged_files(scene_dir, marker)
-    if damaged:
-        log.warning("%s: marked done but %d file(s) are missing or of another size than "
-                    "written (e.g. %s); recomputing", scene_dir, len(damaged), damaged[0])
-        return False
-    return True
-
-
-def damaged_files(scene_dir: Path, marker: dict) -> list[str]:
-    """The files a marker lists that are absent or not of the size recorded when written."""
-    sizes = marker.get("sizes", {})
-    damaged = []
-    for rel in marker.get("files", []):
-        path = scene_dir / rel
-        if not path.is_file() or (rel in sizes and path.stat().st_size != sizes[rel]):
-            damaged.append(rel)
-    return damaged
 
 
 # ---------------------------------------------------------------------- run config
@@ -508,23 +193,6 @@ def plan_scene(args, protocol: Protocol, name: str, folder: Path, depth_range: t
             f"window of {size} frames, so nothing would be predicted: lower --frame_interval "
             f"(or {option}), or leave the scene out of the list")
     return seq, windows
-
-
-def clear_attempt(scene_dir: Path) -> None:
-    """Delete an unfinished attempt at a scene, refusing if it holds finished results.
-
-    Scene folders never overlap (:func:`scene_dirs`) and a finished scene is deleted only
-    when it is recomputed on purpose; this is the last guard that a scene folder holds no
-    other scene's marker and no run's files.
-    """
-    if not scene_dir.exists():
-        return
-    foreign = [p for p in scene_dir.rglob("*")
-               if (p.name == MARKER and p.parent != scene_dir) or p.name == RUN_FILE]
-    if foreign:
-        raise RuntimeError(f"refusing to delete {scene_dir}: it holds other results "
-                           f"({foreign[0]})")
-    shutil.rmtree(scene_dir)
 
 
 def evaluate_scene(model, args, protocol: Protocol, name: str, seq, windows: list,

@@ -236,30 +236,6 @@ def volume_sampling_grid(d: int, h: int, w: int, depth_min: float, depth_interva
 
 
 @full_precision
-def warp_image(src_bchw: torch.Tensor, depth_ref_b1hw: torch.Tensor,
-               src_T_ref_b44: torch.Tensor, K_b33: torch.Tensor,
-               mode: str = "bilinear"):
-    """Inverse-warp a source image into the reference view through the reference depth.
-
-    Args:
-        src_bchw: ``[B, C, H, W]`` source image.
-        depth_ref_b1hw: ``[B, 1, H, W]`` reference depth (0 = unknown).
-        src_T_ref_b44: ``[B, 4, 4]``.
-        K_b33: ``[B, 3, 3]`` (same for both images).
-    Returns:
-        (warped_bchw, valid_b1hw): the resampled source and a mask of reference pixels with
-        a positive depth that land inside the source image in front of its camera.
-    """
-    _, _, h, w = src_bchw.shape
-    points = backproject(depth_ref_b1hw, torch.linalg.inv_ex(K_b33).inverse)[:, :, 0]
-    pix, z = project(transform_points(src_T_ref_b44, points), K_b33)
-    grid = sampling_grid(pix, h, w)
-    inside = (grid.abs() <= 1).all(dim=-1, keepdim=True).permute(0, 3, 1, 2)
-    valid = inside & (z > 0) & (depth_ref_b1hw > 0)
-    return sample(src_bchw, grid, mode), valid
-
-
-@full_precision
 def depth_reprojection_error(depth_ref_b1hw: torch.Tensor, depth_src_b1hw: torch.Tensor,
                              src_T_ref_b44: torch.Tensor, K_b33: torch.Tensor):
     """Disagreement between two depth maps of a scene seen from two posed cameras.

@@ -1,0 +1,5 @@
+"""``python -m tools.synthetic --help``."""
+
+from tools.synthetic.cli import main
+
+main()
