@@ -68,10 +68,7 @@ def make_model(args, device: torch.device) -> DepthNetHybrid:
     if args.loadckpt:
         return build_model(args, device)
     torch.manual_seed(args.seed)
-    model = DepthNetHybrid(ndepths=args.ndepths, depth_min=args.depth_min,
-                           depth_max=args.depth_max, resnet=args.resnet,
-                           IF_EST_transformer=args.IF_EST_transformer)
-    return model.to(device).eval()
+    return DepthNetHybrid.from_options(args.model).to(device).eval()
 
 
 def run_identity(args, seq) -> tuple[str, dict]:

@@ -20,6 +20,7 @@ from models.memory import MemoryBuffer
 from tests.test_metrics import hand_metrics
 from utils import evaluation
 from utils.checkpoint import save_checkpoint
+from utils.options import ModelOptions, from_mapping
 
 NATIVE_HW = (240, 320)   # generated ground truth; the network runs at 128x160 (ratio 1.875 x 2)
 NET = ["--height", "128", "--width", "160", "--device", "cpu", "--log_level", "WARNING"]
@@ -224,11 +225,8 @@ def test_other_configuration_is_refused(seven_set, ckpt, estm_run):
 def test_estm_on_real_frames_equals_hand_fed_windows(reference, redkitchen, tmp_path):
     """Reference weights on real 7-Scenes frames: saved depths == the model fed by hand."""
     cfg = reference["config"]
-    model = DepthNetHybrid(ndepths=cfg["ndepths"], depth_min=cfg["depth_min"],
-                           depth_max=cfg["depth_max"], resnet=cfg["resnet"],
-                           IF_EST_transformer=cfg["IF_EST_transformer"])
-    model.load_state_dict(reference["weights"], strict=True)
-    model.eval()
+    model = DepthNetHybrid.from_options(from_mapping(ModelOptions, cfg), reference["weights"],
+                                        source="the reference fixture").eval()
     ckpt = tmp_path / "reference.ckpt"
     save_checkpoint(str(ckpt), model)
 

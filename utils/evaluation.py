@@ -46,12 +46,16 @@ from datasets.io import listed_dirs
 from datasets.windows import joint_windows, sliding_windows
 from models import DepthNetHybrid, precision
 from models.depthnet import check_inputs
+from models.factory import checkpoint_options
 from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
 from utils import metrics as metrics_mod
-from utils.checkpoint import load_model_state, read_checkpoint
+from utils.checkpoint import read_checkpoint
+from utils.config import group_of, set_group
+from utils.depth_kinds import DEPTH_KINDS  # noqa: F401  (importable from here too)
 from utils.distributed import resolve_device
 from utils.io import folder_lock, remove_stale_temps, save_image, save_json, save_npy
+from utils.options import ModelOptions
 from utils.visualization import colorize_depth, colorize_prob
 
 log = logging.getLogger("eval")
@@ -75,7 +79,6 @@ OUTPUT_KINDS = {
     "init_prob": (lambda t: ("init_prob", t), "prob", "save_init_prob"),
     "refined_prob": (lambda t: ("fused_prob", t), "prob", "save_refined_prob"),
 }
-DEPTH_KINDS = ("init_depth", "refined_depth")
 
 
 # ------------------------------------------------------------------------ protocols
@@ -209,34 +212,15 @@ def frame_stem(img_path: str) -> str:
 
 
 # --------------------------------------------------------------------------- model
-# Model options a checkpoint of ours records (its "config"); official ones record none.
-CHECKPOINT_MODEL_OPTIONS = ("resnet", "ndepths", "depth_min", "depth_max", "IF_EST_transformer")
-
-
 def apply_checkpoint_options(args, ckpt: dict) -> None:
-    """Take the model options the checkpoint was trained with, unless given explicitly.
-
-    An option left at its default takes the checkpoint's value (logged); one given on the
-    command line or in ``--config`` must agree with it. Official checkpoints record no
-    options, so the (official) defaults stay.
+    """Take the model options the checkpoint was trained with, unless given explicitly
+    (:func:`models.factory.checkpoint_options`).
 
     Raises:
         ValueError: an explicitly given option conflicts with the checkpoint.
     """
-    trained = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
-    given = getattr(args, "given", set())
-    for key in CHECKPOINT_MODEL_OPTIONS:
-        if key not in trained:
-            continue
-        ours, theirs = getattr(args, key), type(getattr(args, key))(trained[key])
-        if ours == theirs:
-            continue
-        if key in given:
-            raise ValueError(f"--{key} {ours} conflicts with the {theirs} the checkpoint "
-                             f"{args.loadckpt} was trained with (leave --{key} out to use "
-                             f"the checkpoint's)")
-        log.info("--%s %s from the checkpoint (default %s)", key, theirs, ours)
-        setattr(args, key, theirs)
+    set_group(args, checkpoint_options(group_of(args, ModelOptions), ckpt,
+                                       getattr(args, "given", set()), args.loadckpt))
 
 
 def build_model(args, device: torch.device, ckpt: Optional[dict] = None) -> DepthNetHybrid:
@@ -246,13 +230,12 @@ def build_model(args, device: torch.device, ckpt: Optional[dict] = None) -> Dept
     if ckpt is None:
         ckpt = read_checkpoint(args.loadckpt)
         apply_checkpoint_options(args, ckpt)
-    model = DepthNetHybrid(ndepths=args.ndepths, depth_min=args.depth_min,
-                           depth_max=args.depth_max, resnet=args.resnet,
-                           IF_EST_transformer=args.IF_EST_transformer)
-    load_model_state(model, ckpt["model"], source=f"checkpoint {args.loadckpt!r}")
+    opts = group_of(args, ModelOptions)
+    model = DepthNetHybrid.from_options(opts, ckpt["model"],
+                                        source=f"checkpoint {args.loadckpt!r}")
     log.info("loaded %s (ResNet-%d, %d planes %.2f-%.2f m, EST transformer %s)", args.loadckpt,
-             args.resnet, args.ndepths, args.depth_min, args.depth_max,
-             "on" if args.IF_EST_transformer else "off")
+             opts.resnet, opts.ndepths, opts.depth_min, opts.depth_max,
+             "on" if opts.IF_EST_transformer else "off")
     return model.to(device).eval()
 
 

@@ -73,6 +73,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils.depth_kinds import DEPTH_KINDS  # noqa: F401  (the one list; importable here)
 from utils.geometry import depth_reprojection_error, relative_pose
 
 log = logging.getLogger("metrics")
@@ -82,7 +83,6 @@ TEMPORAL_NAMES = ("tc_abs_rel", "tc_abs_diff")
 # Ground-truth range (m) evaluated by default, per --eval_dataset.
 DEFAULT_EVAL_RANGE = {"scannet": (0.3, 5.0), "7scenes": (0.3, 5.0), "synthetic": (0.1, 10.0)}
 PRED_RESIZE_MODES = ("bilinear", "nearest")
-DEPTH_KINDS = ("init_depth", "refined_depth")
 METRICS_FORMAT = "estdepth/metrics"
 METRICS_VERSION = 1
 TABLE_HEADERS = {"abs_rel": "AbsRel", "abs_diff": "AbsDiff", "sq_rel": "SqRel", "rmse": "RMSE",
