@@ -127,7 +127,7 @@ class _Removed(argparse.Action):
     """An official flag that was removed: giving it is an error naming what replaced it."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        raise ConfigError(f"{option_string} was removed: {self.help}")
+        raise ConfigError(f"{option_string} was removed: {self.const}")
 
 
 def build_parser(section: str, description: str = "",
@@ -151,7 +151,8 @@ def build_parser(section: str, description: str = "",
             kwargs.update(nargs="?", const=True, metavar="BOOL")
         parser.add_argument(*names, dest=key, **kwargs)
     for key, note in REMOVED.get(section, {}).items():
-        parser.add_argument("--" + key, action=_Removed, default=argparse.SUPPRESS, help=note)
+        parser.add_argument("--" + key, action=_Removed, default=argparse.SUPPRESS, const=note,
+                            help=f"removed: {note}")
     return parser
 
 

@@ -55,7 +55,7 @@ from utils.config import group_of, set_group
 from utils.depth_kinds import DEPTH_KINDS  # noqa: F401  (importable from here too)
 from utils.distributed import resolve_device
 from utils.io import folder_lock, remove_stale_temps, save_image, save_json, save_npy
-from utils.options import ModelOptions
+from utils.options import EvalOptions, ModelOptions
 from utils.visualization import colorize_depth, colorize_prob
 
 log = logging.getLogger("eval")
@@ -341,8 +341,9 @@ def infer_windows(model: DepthNetHybrid, seq, windows: list, memory: Optional[Me
 
 
 # ------------------------------------------------------------------------- outputs
-def enabled_kinds(args) -> list[str]:
-    return [kind for kind, (_, _, option) in OUTPUT_KINDS.items() if getattr(args, option)]
+def enabled_kinds(opts: EvalOptions) -> list[str]:
+    """The output folders the ``--save_*`` options ask for."""
+    return [kind for kind, (_, _, option) in OUTPUT_KINDS.items() if getattr(opts, option)]
 
 
 def save_target(scene_dir: Path, stem: str, outputs: dict, t: int, kinds: list, dtype: str,
@@ -448,7 +449,8 @@ def run_identity(args, protocol: Protocol) -> tuple[str, dict]:
     return hashlib.sha256(text.encode()).hexdigest()[:16], hashed
 
 
-def check_args(args) -> None:
+def check_args(args: EvalOptions) -> None:
+    """The evaluation options, checked before any work."""
     if args.eval_dataset not in EVAL_DATASETS:
         raise ValueError(f"--eval_dataset must be one of {EVAL_DATASETS}, got "
                          f"{args.eval_dataset!r}")
@@ -567,7 +569,7 @@ def run_evaluation(args, protocol: Protocol) -> dict:
         ``{"run_dir", "config_hash", "scenes": {name: {"status", "frames",
         "skipped_nonfinite", "missing_depth"}}, "metrics": dict or None}``.
     """
-    check_args(args)
+    check_args(args.eval)
     device = resolve_device(args.device)
     run_dir = Path(args.evalpath) / protocol.name
     scenes = list_scenes(args.eval_dataset, args.datapath, args.testlist)
