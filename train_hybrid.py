@@ -25,7 +25,7 @@ log = logging.getLogger("train")
 def main(argv=None) -> dict:
     """Train with the options of ``argv``; returns the run's summary (train_summary.json)."""
     args = load_config("train", argv, description=__doc__)
-    check_args(args)
+    check_args(args.train)
     env = dist_utils.init_distributed(args.device)
     setup_logging(args.log_level, env.is_main)
     log_ignored(args, log)

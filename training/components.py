@@ -18,16 +18,16 @@ log = logging.getLogger("train")
 DATASETS = ("scannet", "synthetic")
 
 
-def check_args(args) -> None:
+def check_args(opts: TrainOptions) -> None:
     """Options a training run needs, checked before any work."""
-    if args.dataset not in DATASETS:
-        raise ValueError(f"--dataset must be one of {DATASETS}, got {args.dataset!r}")
-    precision.amp_dtype(args.amp)
-    if not args.datapath:
+    if opts.dataset not in DATASETS:
+        raise ValueError(f"--dataset must be one of {DATASETS}, got {opts.dataset!r}")
+    precision.amp_dtype(opts.amp)
+    if not opts.datapath:
         raise ValueError("--datapath is required (the root of the training scans)")
-    if args.seq_len < 3:
-        raise ValueError(f"--seq_len must be at least 3, got {args.seq_len}")
-    if args.resume and args.loadckpt:
+    if opts.seq_len < 3:
+        raise ValueError(f"--seq_len must be at least 3, got {opts.seq_len}")
+    if opts.resume and opts.loadckpt:
         raise ValueError("--resume continues from --logdir; do not combine it with --loadckpt")
 
 
