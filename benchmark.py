@@ -324,9 +324,7 @@ def main(argv=None) -> dict:
             before = json.load(f)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
-    model = DepthNetHybrid(ndepths=args.ndepths, depth_min=args.depth_min,
-                           depth_max=args.depth_max, resnet=args.resnet,
-                           IF_EST_transformer=args.IF_EST_transformer).to(device)
+    model = DepthNetHybrid.from_options(args.model).to(device)
     infer_model = prepare_for_inference(model, fold_bn=args.fast, compile=args.compile) \
         if (args.fast or args.compile) else model.eval()
     timer = Timer(device, args.cpu_time)

@@ -39,9 +39,9 @@ from utils import run_metrics as metrics_mod
 from utils.checkpoint import latest_checkpoint, save_checkpoint
 from utils.config import load_config
 from utils.distributed import resolve_device
+from utils.depth_kinds import DEPTH_KINDS
 from utils.io import save_image, save_json
 from utils.logs import setup_logging
-from utils.metrics import DEPTH_KINDS
 from utils.run_files import frame_stem
 from utils.visualization import colorize_depth, image_to_uint8, panel
 
@@ -118,10 +118,7 @@ def untrained_checkpoint(args) -> Path:
     path = Path(args.out) / "untrained.ckpt"
     if not path.is_file():
         torch.manual_seed(args.seed)
-        model = DepthNetHybrid(ndepths=args.ndepths, depth_min=args.depth_min,
-                               depth_max=args.depth_max, resnet=args.resnet,
-                               IF_EST_transformer=args.IF_EST_transformer)
-        save_checkpoint(str(path), model)
+        save_checkpoint(str(path), DepthNetHybrid.from_options(args.model))
     return path
 
 

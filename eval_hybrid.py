@@ -10,7 +10,9 @@ an interrupted run resumes, and the metrics table follows (``--metrics``).
 See eval_hybrid.sh, utils/evaluation.py and utils/metrics.py (the protocol).
 """
 
-from utils.config import load_config
+import logging
+
+from utils.config import load_config, log_ignored
 from utils.evaluation import run_evaluation
 from utils.logs import setup_logging
 from utils.protocols import joint_protocol
@@ -20,6 +22,7 @@ def main(argv=None) -> dict:
     """Returns ``{"run_dir", "config_hash", "scenes", "metrics"}`` (see run_evaluation)."""
     args = load_config("eval", argv, description=__doc__)
     setup_logging(args.log_level)
+    log_ignored(args, logging.getLogger("eval"))
     return run_evaluation(args, joint_protocol(args.seq_len))
 
 

@@ -10,7 +10,9 @@ written to ``<evalpath>/estm/<scene>[/<seq>]/{init_depth,refined_depth,...}/<fra
 See eval_hybrid_seq.sh, utils/evaluation.py and utils/metrics.py (the protocol).
 """
 
-from utils.config import load_config
+import logging
+
+from utils.config import load_config, log_ignored
 from utils.evaluation import run_evaluation
 from utils.logs import setup_logging
 from utils.protocols import estm_protocol
@@ -20,6 +22,7 @@ def main(argv=None) -> dict:
     """Returns ``{"run_dir", "config_hash", "scenes", "metrics"}`` (see run_evaluation)."""
     args = load_config("eval", argv, description=__doc__)
     setup_logging(args.log_level)
+    log_ignored(args, logging.getLogger("eval"))
     return run_evaluation(args, estm_protocol(args.lwindow, args.memory_size))
 
 

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from datasets.intrinsics import resize_intrinsics
 from datasets.captures import open_capture
 from datasets.io import read_depth
+from datasets.prefetch import prefetched
 from models import DepthNetHybrid
 from models.memory import MemoryBuffer
 from utils import fusion
@@ -41,6 +42,7 @@ from utils.evaluation import build_model, file_sha256
 from utils.inference_loop import infer_windows
 from utils.io import atomic_open, save_image, save_json
 from utils.logs import setup_logging
+from utils.options import PredictOptions
 from utils.protocols import estm_protocol, joint_protocol
 from utils.run_files import COLOR_MAX_DEPTH, frame_stem
 from utils.visualization import colorize_depth
@@ -57,12 +59,12 @@ RANDOM_WEIGHTS_WARNING = (
     "'The released checkpoint') or one trained with train_hybrid.py.")
 
 
-def make_protocol(args):
-    if args.mode == "estm":
-        return estm_protocol(args.lwindow, args.memory_size)
-    if args.mode == "joint":
-        return joint_protocol(args.seq_len)
-    raise ValueError(f"--mode must be estm or joint, got {args.mode!r}")
+def make_protocol(opts: PredictOptions):
+    if opts.mode == "estm":
+        return estm_protocol(opts.lwindow, opts.memory_size)
+    if opts.mode == "joint":
+        return joint_protocol(opts.seq_len)
+    raise ValueError(f"--mode must be estm or joint, got {opts.mode!r}")
 
 
 def make_model(args, device: torch.device) -> DepthNetHybrid:
@@ -70,10 +72,7 @@ def make_model(args, device: torch.device) -> DepthNetHybrid:
     if args.loadckpt:
         return build_model(args, device)
     torch.manual_seed(args.seed)
-    model = DepthNetHybrid(ndepths=args.ndepths, depth_min=args.depth_min,
-                           depth_max=args.depth_max, resnet=args.resnet,
-                           IF_EST_transformer=args.IF_EST_transformer)
-    return model.to(device).eval()
+    return DepthNetHybrid.from_options(args.model).to(device).eval()
 
 
 def run_identity(args, seq) -> tuple[str, dict]:
@@ -130,7 +129,7 @@ def predict_depths(args, seq, out: Path, config_hash: str, device) -> dict:
     """Run the model over the sequence and write a depth PNG (+ preview) per target frame."""
     for folder in ("depth", "preview"):  # an interrupted attempt: start clean
         shutil.rmtree(out / folder, ignore_errors=True)
-    protocol = make_protocol(args)
+    protocol = make_protocol(args.predict)
     windows = protocol.windows(len(seq))
     if not windows:
         raise ValueError(f"{seq.name}: {len(seq)} selected frame(s), too few for one "
@@ -145,8 +144,9 @@ def predict_depths(args, seq, out: Path, config_hash: str, device) -> dict:
     targets = sum(len(protocol.targets(w)) for w in windows)
     frames, files = [], []
     start = time.perf_counter()
-    with tqdm(total=targets, desc="predict", unit="frame", dynamic_ncols=True) as bar:
-        for window, batch, outputs in infer_windows(model, seq, windows, memory):
+    with tqdm(total=targets, desc="predict", unit="frame", dynamic_ncols=True) as bar, \
+            prefetched(seq, windows, args.num_workers) as frames:
+        for window, batch, outputs in infer_windows(model, frames, windows, memory):
             for t, index in protocol.targets(window):
                 depth = outputs[("depth", t, 0)][0, 0].float().cpu().numpy()
                 stem = stems[index]
@@ -169,7 +169,7 @@ def predict_depths(args, seq, out: Path, config_hash: str, device) -> dict:
     return marker
 
 
-def depth_metrics(seq, out: Path, frames: list, args) -> dict | None:
+def depth_metrics(seq, out: Path, frames: list, opts: PredictOptions) -> dict | None:
     """2D metrics of the saved depths against the capture's ground truth (mean over frames)."""
     rows = []
     for frame in frames:
@@ -177,7 +177,7 @@ def depth_metrics(seq, out: Path, frames: list, args) -> dict | None:
         if item["dmap"] is None:
             continue
         pred = read_depth(out / "depth" / f"{frame['stem']}.png")
-        pred, _ = metrics_mod.sanitize_prediction(pred, args.min_depth_eval)
+        pred, _ = metrics_mod.sanitize_prediction(pred, opts.min_depth_eval)
         row = metrics_mod.frame_metrics(pred, item["dmap"][0].numpy(), item["dmask"][0].numpy())
         if row is not None:
             rows.append(row)
@@ -188,10 +188,13 @@ def depth_metrics(seq, out: Path, frames: list, args) -> dict | None:
     return result
 
 
-def fuse_outputs(seq, out: Path, frames: list, args, device) -> dict:
-    """Fuse the predicted (and, when there, ground-truth) depths; mesh metrics with both."""
+def fuse_outputs(seq, out: Path, frames: list, opts: PredictOptions, net_hw: tuple,
+                 device) -> dict:
+    """Fuse the predicted (and, when there, ground-truth) depths; mesh metrics with both.
+
+    ``net_hw``: the network's input size, which the sequence's intrinsics are scaled to.
+    """
     K_net = seq.cam_intr.numpy().astype(np.float64)
-    net_hw = (args.height, args.width)
     pred_frames, gt_frames = [], []
     for frame in frames:
         pose = seq.poses[frame["index"]]
@@ -202,13 +205,13 @@ def fuse_outputs(seq, out: Path, frames: list, args, device) -> dict:
             gt = item["dmap"][0].numpy()
             gt_frames.append((gt, resize_intrinsics(K_net, net_hw, gt.shape), pose))
     start = time.perf_counter()
-    mesh, _ = fusion.fuse_depths(pred_frames, args.voxel_size, args.fuse_max_depth,
+    mesh, _ = fusion.fuse_depths(pred_frames, opts.voxel_size, opts.fuse_max_depth,
                                  device=device)
     fusion.save_ply(mesh, out / "mesh.ply")
     result = {"mesh": "mesh.ply", "faces": len(mesh), "vertices": len(mesh.vertices_v3),
-              "voxel_size": args.voxel_size, "max_depth": args.fuse_max_depth}
+              "voxel_size": opts.voxel_size, "max_depth": opts.fuse_max_depth}
     if gt_frames:
-        gt_mesh, _ = fusion.fuse_depths(gt_frames, args.voxel_size, args.fuse_max_depth,
+        gt_mesh, _ = fusion.fuse_depths(gt_frames, opts.voxel_size, opts.fuse_max_depth,
                                         device=device)
         fusion.save_ply(gt_mesh, out / "mesh_gt.ply")
         result["mesh_gt"] = "mesh_gt.ply"
@@ -251,9 +254,10 @@ def main(argv=None) -> dict:
         "options": {k: v for k, v in sorted(vars(args).items())},
         "hashed": hashed,
     }
-    summary["depth_metrics"] = depth_metrics(seq, out, frames, args)
+    summary["depth_metrics"] = depth_metrics(seq, out, frames, args.predict)
     if args.fuse:
-        summary["fusion"] = fuse_outputs(seq, out, frames, args, device)
+        summary["fusion"] = fuse_outputs(seq, out, frames, args.predict,
+                                         (args.height, args.width), device)
     save_json(summary, str(out / SUMMARY))
     if summary["depth_metrics"]:
         log.info("depth metrics over %d frames: %s", summary["depth_metrics"]["frames"],

@@ -9,7 +9,7 @@ from models.context_encoder import ResnetEncoder
 from models.cost_volume import build_cost_volume
 from models.hybrid_decoder import DepthHybridDecoder
 from models.layers import conv_bn_3d, conv_bn_relu_3d
-from models import precision
+from models import factory, precision
 from models.losses import multiscale_depth_loss
 from models.matching_feature import FEATURE_CHANNELS, MatchingFeatureNet
 from models.memory import ESTMemory
@@ -60,6 +60,12 @@ class DepthNetHybrid(nn.Module):
         self.pre0 = conv_bn_3d(2 * c, c, 1, 1, 0)
         self.pre1 = conv_bn_relu_3d(c, c, 3, 1, 1)
         self.pre2 = conv_bn_3d(c, c, 3, 1, 1)
+
+    @classmethod
+    def from_options(cls, opts, state=None, source: str = "checkpoint") -> "DepthNetHybrid":
+        """The model of ``opts`` (utils.options.ModelOptions), with the weights ``state``
+        loaded strictly when given; see models/factory.py."""
+        return factory.from_options(cls, opts, state, source)
 
     def parameters_without_gradient(self, num_frames: int) -> list[str]:
         """Names of the trainable parameters that a training forward of ``num_frames``-frame

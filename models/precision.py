@@ -52,6 +52,9 @@ import torch
 
 # --amp value -> autocast dtype (None: float32, autocast off).
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The official (NVIDIA apex) --opt_level -> the --amp it means here. apex O2/O3 also cast
+# the weights to fp16; autocast keeps float32 master weights.
+APEX_OPT_LEVELS = {"O0": "none", "O1": "fp16", "O2": "fp16", "O3": "fp16"}
 
 FP32 = "fp32"
 REDUCED = "reduced"
@@ -76,6 +79,25 @@ def amp_dtype(name: str) -> Optional[torch.dtype]:
     if name not in AMP_DTYPES:
         raise ValueError(f"--amp must be one of {sorted(AMP_DTYPES)}, got {name!r}")
     return AMP_DTYPES[name]
+
+
+def training_amp_dtype(amp: str, opt_level: str = "O0") -> Optional[torch.dtype]:
+    """The training autocast dtype of ``--amp`` and the official ``--opt_level``.
+
+    A level other than O0 means fp16 (:data:`APEX_OPT_LEVELS`); ``--amp`` may repeat it
+    but not contradict it.
+    """
+    dtype = amp_dtype(amp)
+    if opt_level not in APEX_OPT_LEVELS:
+        raise ValueError(f"--opt_level must be one of {', '.join(APEX_OPT_LEVELS)}, got "
+                         f"{opt_level!r}")
+    level_dtype = AMP_DTYPES[APEX_OPT_LEVELS[opt_level]]
+    if level_dtype is None:
+        return dtype
+    if dtype not in (None, level_dtype):
+        raise ValueError(f"--opt_level {opt_level} ({APEX_OPT_LEVELS[opt_level]}) "
+                         f"contradicts --amp {amp}")
+    return level_dtype
 
 
 def autocast(device_type: str, dtype: Optional[torch.dtype]):

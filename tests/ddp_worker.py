@@ -54,7 +54,7 @@ def model_args(est: bool, seq_len: int):
 
 def build(args, env):
     torch.manual_seed(0)  # same initial weights on every rank and in the reference
-    model = train_hybrid.build_model(args, env)
+    model = train_hybrid.build_model(args.model, args.train, env)
     # Batch norm from its running statistics: per-rank batch statistics (batch 1) would
     # differ from the concatenated batch's, so the comparison would not be exact.
     model.eval()

@@ -71,7 +71,7 @@ def test_sync_bn_on_cpu_is_refused_clearly():
                                  "--sync_bn", "True"])
     env = dist_utils.DistEnv(0, 0, 1, torch.device("cpu"))
     with pytest.raises(ValueError, match="--sync_bn needs GPUs"):
-        train_hybrid.build_model(args, env)
+        train_hybrid.build_model(args.model, args.train, env)
 
 
 def test_apex_options_map_to_native_equivalents():

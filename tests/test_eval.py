@@ -16,6 +16,7 @@ from tests.test_metrics import hand_metrics
 from tools.synthetic import generate
 from utils import evaluation, run_files
 from utils.checkpoint import save_checkpoint
+from utils.options import ModelOptions, from_mapping
 
 NATIVE_HW = (240, 320)   # generated ground truth; the network runs at 128x160 (ratio 1.875 x 2)
 NET = ["--height", "128", "--width", "160", "--device", "cpu", "--log_level", "WARNING"]
@@ -238,10 +239,8 @@ def _record_decode_calls(monkeypatch) -> list:
 
 def _estm_with_reference_weights(reference, datapath: Path, interval: int, tmp_path) -> dict:
     cfg = reference["config"]
-    model = DepthNetHybrid(ndepths=cfg["ndepths"], depth_min=cfg["depth_min"],
-                           depth_max=cfg["depth_max"], resnet=cfg["resnet"],
-                           IF_EST_transformer=cfg["IF_EST_transformer"])
-    model.load_state_dict(reference["weights"], strict=True)
+    model = DepthNetHybrid.from_options(from_mapping(ModelOptions, cfg), reference["weights"],
+                                        source="the reference fixture").eval()
     ckpt = tmp_path / "reference.ckpt"
     save_checkpoint(str(ckpt), model)
     return eval_hybrid_seq.main([
@@ -311,3 +310,13 @@ def test_estm_on_real_frames_feeds_the_model_what_the_protocol_says(reference, r
     assert counts["frames_predicted"] == 4 and counts["frames_missing_gt"] == 0
     overall = result["metrics"]["overall"]["refined_depth"]["mean_over_frames"]
     assert overall["frames"] == 4 and all(np.isfinite(v) for v in overall.values())
+
+
+def test_frames_read_ahead_give_the_same_files(seven_set, ckpt, estm_run, tmp_path):
+    """--num_workers 0 (frames read in the loop) and the default 2 (read ahead in threads,
+    datasets/prefetch.py) write the same predictions."""
+    inline = eval_hybrid_seq.main(_estm_args(seven_set, ckpt, tmp_path, "--num_workers", "0"))
+    ahead = {k: v for k, v in _tree(Path(estm_run["run_dir"])).items() if k.endswith(".npy")}
+    here = {k: v for k, v in _tree(Path(inline["run_dir"])).items() if k.endswith(".npy")}
+    assert len(ahead) > 0 and ahead.keys() == here.keys()
+    assert all(ahead[k] == here[k] for k in ahead)

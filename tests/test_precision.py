@@ -15,6 +15,7 @@ import torch
 
 from models import DepthNetHybrid, precision
 from models.memory import MemoryBuffer
+from utils.options import ModelOptions, from_mapping
 
 # Goal of issue 9 on the fixture at scale 0 (metres): mean and 99th percentile of
 # |depth(reduced) - depth(fp32)| over the ESTM and Joint windows.
@@ -23,10 +24,8 @@ BOUNDS = {torch.bfloat16: (0.03, 0.10), torch.float16: (0.01, 0.10)}
 
 def fixture_model(reference, device="cpu") -> DepthNetHybrid:
     cfg = reference["config"]
-    model = DepthNetHybrid(ndepths=cfg["ndepths"], depth_min=cfg["depth_min"],
-                           depth_max=cfg["depth_max"], resnet=cfg["resnet"],
-                           IF_EST_transformer=cfg["IF_EST_transformer"])
-    model.load_state_dict(reference["weights"], strict=True)
+    model = DepthNetHybrid.from_options(from_mapping(ModelOptions, cfg), reference["weights"],
+                                        source="the reference fixture")
     return model.to(device).eval()
 
 

@@ -5,6 +5,7 @@ import torch
 
 from models import DepthNetHybrid
 from models.memory import MemoryBuffer
+from utils.options import ModelOptions, from_mapping
 
 DEPTH_TOL = 2e-3  # metres; a faithful model is within ~5e-4 on CPU float32
 PROB_TOL = 2e-4
@@ -12,10 +13,8 @@ PROB_TOL = 2e-4
 
 def _model(reference, train: bool) -> DepthNetHybrid:
     cfg = reference["config"]
-    model = DepthNetHybrid(ndepths=cfg["ndepths"], depth_min=cfg["depth_min"],
-                           depth_max=cfg["depth_max"], resnet=cfg["resnet"],
-                           IF_EST_transformer=cfg["IF_EST_transformer"])
-    model.load_state_dict(reference["weights"], strict=True)
+    model = DepthNetHybrid.from_options(from_mapping(ModelOptions, cfg), reference["weights"],
+                                        source="the reference fixture")
     return model.train(train)
 
 

@@ -1,19 +1,29 @@
-"""One configuration for every entry point: YAML defaults + a YAML file + command-line flags."""
+"""One configuration for every entry point: the option dataclasses, a ``--config`` YAML
+file and command-line flags.
+
+The options, their types, defaults and --help texts are the dataclasses of
+utils/options.py (one group per section); ``configs/default.yaml`` is generated from them
+(``python -m utils.options > configs/default.yaml``) and tests/test_config.py checks that
+it is up to date. Precedence: command line > ``--config`` file > those defaults.
+
+:func:`load_config` returns :class:`Options`: the flat namespace argparse gives
+(``args.lr``, as the official scripts had), whose typed groups (``args.model`` is a
+:class:`~utils.options.ModelOptions`, ``args.train`` a ``TrainOptions``, ...) are what
+the functions below the entry points take.
+"""
 
 import argparse
+import dataclasses
 import difflib
 import os
-import re
+import typing
 
 import yaml
 
+from utils.options import BASE_SECTIONS, GROUPS, REMOVED, ignored_notes, section_options
+
 DEFAULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "configs", "default.yaml")
-BASE_SECTIONS = ("common", "model")
-# Options whose default is null but whose values are not strings.
-NULL_DEFAULT_TYPES = {"min_depth_eval": float, "max_depth_eval": float}
-_HELP_LINE = re.compile(r"^\s+(\w+):[^#]*#\s*(.+)$")
-_SECTION_LINE = re.compile(r"^(\w+):")
 # Smallest accepted value of count and frequency options (checked at start-up, so that a
 # 0 cannot crash a run after an epoch of work).
 MIN_VALUES = {"frame_interval": 1, "num_workers": 0, "ndepths": 2, "epochs": 1,
@@ -29,11 +39,46 @@ class ConfigError(ValueError):
     """A configuration file or option value that cannot be used."""
 
 
-class Options(argparse.Namespace):
-    """The parsed options; ``given`` (not an option) names those set explicitly, on the
-    command line or in ``--config``, as opposed to left at their defaults."""
+def group_of(args, cls):
+    """The typed group ``cls`` (e.g. ``ModelOptions``) of the flat options ``args``: a
+    frozen copy of their current values."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
-    __slots__ = ("given",)
+
+def set_group(args, opts) -> None:
+    """Write the group ``opts`` back into the flat options ``args``."""
+    for f in dataclasses.fields(opts):
+        setattr(args, f.name, getattr(opts, f.name))
+
+
+def _group_property(section: str) -> property:
+    return property(lambda self: self.group(section),
+                    doc=f"The ``{section}`` options as a {GROUPS[section].__name__}.")
+
+
+class Options(argparse.Namespace):
+    """The parsed options of the entry point that owns ``section``, flat; its typed groups
+    are ``args.common``, ``args.model`` and its own (``args.train``, ``args.eval``, ...).
+
+    ``given`` (not an option) names the options set explicitly, on the command line or in
+    ``--config``, as opposed to left at their defaults.
+    """
+
+    __slots__ = ("given", "section")
+
+    def group(self, section: str):
+        """The options of ``section`` as its dataclass (a copy: set options on ``self``)."""
+        if section not in BASE_SECTIONS + (self.section,):
+            raise AttributeError(f"the {self.section} options have no {section!r} group")
+        return group_of(self, GROUPS[section])
+
+    common = _group_property("common")
+    model = _group_property("model")
+    train = _group_property("train")
+    eval = _group_property("eval")
+    demo = _group_property("demo")
+    predict = _group_property("predict")
+    benchmark = _group_property("benchmark")
 
 
 def str2bool(value) -> bool:
@@ -55,44 +100,45 @@ def _optional(kind):
     return parse
 
 
-def _read_tree(path: str) -> tuple:
-    """``({section: {option: default}}, {section: {option: help}})`` of a defaults file."""
-    with open(path) as f:
-        text = f.read()
-    tree = yaml.safe_load(text)
-    helps, section = {}, None
-    for line in text.splitlines():
-        start = _SECTION_LINE.match(line)
-        if start:
-            section = start.group(1)
-            continue
-        match = _HELP_LINE.match(line)
-        if match and section:
-            helps.setdefault(section, {})[match.group(1)] = match.group(2)
-    return tree, helps
+def _parse_type(annotation):
+    """The argparse ``type`` of a field's annotation (``Optional[X]`` also takes None)."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Union and type(None) in args:
+        return _optional(next(a for a in args if a is not type(None)))
+    return str2bool if annotation is bool else annotation
 
 
-def read_defaults(sections, path: str = DEFAULTS):
-    """The flat ``{option: default}`` of ``sections`` and ``{option: help}`` from the comments.
+def read_defaults(sections):
+    """The flat ``{option: default}`` and ``{option: help}`` of ``sections``.
 
     Later sections override earlier ones, help texts included: each entry point's --help
     shows what its own section says (the demo's, for instance, only the demo's).
     """
-    tree, section_helps = _read_tree(path)
     defaults, helps = {}, {}
     for section in sections:
-        if section not in tree:
-            raise KeyError(f"{path} has no section {section!r}")
-        defaults.update(tree[section])
-        helps.update(section_helps.get(section, {}))
+        if section not in GROUPS:
+            raise KeyError(f"no option section {section!r}; sections: {', '.join(GROUPS)}")
+        for key, (default, help_text) in section_options(section).items():
+            defaults[key], helps[key] = default, help_text
     return defaults, helps
+
+
+class _Removed(argparse.Action):
+    """An official flag that was removed: giving it is an error naming what replaced it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise ConfigError(f"{option_string} was removed: {self.const}")
 
 
 def build_parser(section: str, description: str = "",
                  suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """The parser of one entry point; ``suppress_defaults`` leaves unset options out of the
     namespace (how :func:`load_config` tells given options from defaults)."""
-    defaults, helps = read_defaults(BASE_SECTIONS + (section,))
+    sections = BASE_SECTIONS + (section,)
+    defaults, helps = read_defaults(sections)
+    types = {}
+    for name in sections:
+        types.update(typing.get_type_hints(GROUPS[name]))
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", default=argparse.SUPPRESS if suppress_defaults else None,
@@ -100,39 +146,48 @@ def build_parser(section: str, description: str = "",
     for key, default in defaults.items():
         names = ["--" + key] + (["--" + key.replace("_", "-")] if "_" in key else [])
         kwargs = {"default": argparse.SUPPRESS if suppress_defaults else default,
-                  "help": helps.get(key, "")}
-        if isinstance(default, bool):
-            kwargs.update(type=str2bool, nargs="?", const=True, metavar="BOOL")
-        elif isinstance(default, (int, float)):
-            kwargs["type"] = type(default)
-        elif isinstance(default, str):
-            kwargs["type"] = str
-        else:  # null default: may be left unset with "None"
-            kwargs["type"] = _optional(NULL_DEFAULT_TYPES.get(key, str))
+                  "help": helps[key], "type": _parse_type(types[key])}
+        if kwargs["type"] is str2bool:
+            kwargs.update(nargs="?", const=True, metavar="BOOL")
         parser.add_argument(*names, dest=key, **kwargs)
+    for key, note in REMOVED.get(section, {}).items():
+        parser.add_argument("--" + key, action=_Removed, default=argparse.SUPPRESS, const=note,
+                            help=f"removed: {note}")
     return parser
 
 
 def load_config(section: str, argv=None, description: str = "") -> Options:
     """Parse ``argv`` for the entry point that owns ``section`` of the defaults.
 
-    Precedence: command line > ``--config`` file > ``configs/default.yaml``.
+    Precedence: command line > ``--config`` file > the defaults (utils/options.py).
 
     Raises:
         ConfigError: a bad ``--config`` file (naming it, the section or key and the nearest
-            valid name) or an option value out of range (see :func:`check_values`).
+            valid name), a removed official flag, or an option value out of range (see
+            :func:`check_values`).
     """
     parser = build_parser(section, description)
     pre, _ = parser.parse_known_args(argv)
     overrides = _read_overrides(pre.config, parser, section) if pre.config else {}
     parser.set_defaults(**overrides)
     args = parser.parse_args(argv, namespace=Options())
+    args.section = section
     on_command_line, _ = build_parser(section, suppress_defaults=True).parse_known_args(argv)
     args.given = (set(vars(on_command_line)) | set(overrides)) - {"config"}
     if "LOCAL_RANK" in os.environ and hasattr(args, "local_rank"):
         args.local_rank = int(os.environ["LOCAL_RANK"])
     check_values(args)
     return args
+
+
+def log_ignored(args: Options, log) -> None:
+    """Say, for each given option kept only for the official command line, what replaced
+    it (``ignored`` in utils/options.py)."""
+    notes = {}
+    for section in BASE_SECTIONS + (args.section,):
+        notes.update(ignored_notes(section))
+    for key in sorted(set(notes) & args.given):
+        log.info("--%s %s is accepted and ignored: %s", key, getattr(args, key), notes[key])
 
 
 def check_values(args) -> None:
@@ -166,12 +221,8 @@ def _nearest(word: str, candidates) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _read_overrides(path: str, parser: argparse.ArgumentParser, section: str) -> dict:
-    """The options of ``path`` that apply to ``section``, converted to the options' types.
-
-    Every section and key is checked, also those of other entry points, so that a typo
-    anywhere is an error rather than a silently ignored setting.
-    """
+def _read_tree(path: str):
+    """The sections of a ``--config`` file (None for an empty file)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path!r} does not exist")
     with open(path) as f:
@@ -179,13 +230,23 @@ def _read_overrides(path: str, parser: argparse.ArgumentParser, section: str) ->
             tree = yaml.safe_load(f)
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path}: not valid YAML: {err}") from None
-    if tree is None:
-        return {}
-    if not isinstance(tree, dict):
+    if tree is not None and not isinstance(tree, dict):
         raise ConfigError(f"config file {path}: the top level must be sections (common:, "
                           f"model:, train:, ...) as in configs/default.yaml, got a "
                           f"{type(tree).__name__}")
-    sections, _ = _read_tree(DEFAULTS)
+    return tree
+
+
+def _read_overrides(path: str, parser: argparse.ArgumentParser, section: str) -> dict:
+    """The options of ``path`` that apply to ``section``, converted to the options' types.
+
+    Every section and key is checked, also those of other entry points, so that a typo
+    anywhere is an error rather than a silently ignored setting.
+    """
+    tree = _read_tree(path)
+    if tree is None:
+        return {}
+    sections = {name: section_options(name) for name in GROUPS}
     base = {key for name in BASE_SECTIONS for key in sections[name]}
     known = {a.dest: a for a in parser._actions}
     flat = {}
@@ -201,6 +262,9 @@ def _read_overrides(path: str, parser: argparse.ArgumentParser, section: str) ->
                               f"value' lines, got a {type(options).__name__}")
         valid = base | set(sections[group])
         for key, value in options.items():
+            if key in REMOVED.get(group, {}):
+                raise ConfigError(f"config file {path}: option {key!r} in section {group!r} "
+                                  f"was removed: {REMOVED[group][key]}")
             if key not in valid:
                 elsewhere = [name for name, keys in sections.items() if key in keys]
                 hint = (f" (it belongs in section {elsewhere[0]!r})" if elsewhere

@@ -37,16 +37,21 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
+from datasets.prefetch import prefetched
 from models import DepthNetHybrid, precision
 from models.inference import prepare_for_inference
+from models.factory import checkpoint_options
 from models.memory import MemoryBuffer
 from utils import run_metrics as metrics_mod
-from utils.checkpoint import load_model_state, read_checkpoint
+from utils.checkpoint import read_checkpoint
+from utils.config import group_of, set_group
+from utils.depth_kinds import DEPTH_KINDS  # noqa: F401  (importable from here too)
 from utils.distributed import resolve_device
 from utils.eval_scenes import (EVAL_DATASETS, effective_intrinsics, list_scenes, open_sequence,
                                scene_dirs)
 from utils.inference_loop import infer_windows
 from utils.io import folder_lock, remove_stale_temps, save_json
+from utils.options import EvalOptions, ModelOptions
 from utils.protocols import Protocol
 from utils.run_files import (FORMAT_VERSION, MARKER, MARKER_FORMAT, OUTPUT_KINDS, RUN_FILE,
                              RUN_FORMAT, clear_attempt, frame_stem, read_marker, save_target,
@@ -55,38 +60,18 @@ from utils.run_files import (FORMAT_VERSION, MARKER, MARKER_FORMAT, OUTPUT_KINDS
 log = logging.getLogger("eval")
 
 SAVE_DTYPES = ("float32", "float16")
-DEPTH_KINDS = ("init_depth", "refined_depth")
 
 
 # --------------------------------------------------------------------------- model
-# Model options a checkpoint of ours records (its "config"); official ones record none.
-CHECKPOINT_MODEL_OPTIONS = ("resnet", "ndepths", "depth_min", "depth_max", "IF_EST_transformer")
-
-
 def apply_checkpoint_options(args, ckpt: dict) -> None:
-    """Take the model options the checkpoint was trained with, unless given explicitly.
-
-    An option left at its default takes the checkpoint's value (logged); one given on the
-    command line or in ``--config`` must agree with it. Official checkpoints record no
-    options, so the (official) defaults stay.
+    """Take the model options the checkpoint was trained with, unless given explicitly
+    (:func:`models.factory.checkpoint_options`).
 
     Raises:
         ValueError: an explicitly given option conflicts with the checkpoint.
     """
-    trained = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
-    given = getattr(args, "given", set())
-    for key in CHECKPOINT_MODEL_OPTIONS:
-        if key not in trained:
-            continue
-        ours, theirs = getattr(args, key), type(getattr(args, key))(trained[key])
-        if ours == theirs:
-            continue
-        if key in given:
-            raise ValueError(f"--{key} {ours} conflicts with the {theirs} the checkpoint "
-                             f"{args.loadckpt} was trained with (leave --{key} out to use "
-                             f"the checkpoint's)")
-        log.info("--%s %s from the checkpoint (default %s)", key, theirs, ours)
-        setattr(args, key, theirs)
+    set_group(args, checkpoint_options(group_of(args, ModelOptions), ckpt,
+                                       getattr(args, "given", set()), args.loadckpt))
 
 
 def build_model(args, device: torch.device, ckpt: Optional[dict] = None) -> DepthNetHybrid:
@@ -96,19 +81,19 @@ def build_model(args, device: torch.device, ckpt: Optional[dict] = None) -> Dept
     if ckpt is None:
         ckpt = read_checkpoint(args.loadckpt)
         apply_checkpoint_options(args, ckpt)
-    model = DepthNetHybrid(ndepths=args.ndepths, depth_min=args.depth_min,
-                           depth_max=args.depth_max, resnet=args.resnet,
-                           IF_EST_transformer=args.IF_EST_transformer)
-    load_model_state(model, ckpt["model"], source=f"checkpoint {args.loadckpt!r}")
+    opts = group_of(args, ModelOptions)
+    model = DepthNetHybrid.from_options(opts, ckpt["model"],
+                                        source=f"checkpoint {args.loadckpt!r}")
     log.info("loaded %s (ResNet-%d, %d planes %.2f-%.2f m, EST transformer %s)", args.loadckpt,
-             args.resnet, args.ndepths, args.depth_min, args.depth_max,
-             "on" if args.IF_EST_transformer else "off")
+             opts.resnet, opts.ndepths, opts.depth_min, opts.depth_max,
+             "on" if opts.IF_EST_transformer else "off")
     return model.to(device).eval()
 
 
 # ------------------------------------------------------------------------- outputs
-def enabled_kinds(args) -> list[str]:
-    return [kind for kind, (_, _, option) in OUTPUT_KINDS.items() if getattr(args, option)]
+def enabled_kinds(opts: EvalOptions) -> list[str]:
+    """The output folders the ``--save_*`` options ask for."""
+    return [kind for kind, (_, _, option) in OUTPUT_KINDS.items() if getattr(opts, option)]
 
 
 # ---------------------------------------------------------------------- run config
@@ -150,7 +135,8 @@ def run_identity(args, protocol: Protocol) -> tuple[str, dict]:
     return hashlib.sha256(text.encode()).hexdigest()[:16], hashed
 
 
-def check_args(args) -> None:
+def check_args(args: EvalOptions) -> None:
+    """The evaluation options, checked before any work."""
     if args.eval_dataset not in EVAL_DATASETS:
         raise ValueError(f"--eval_dataset must be one of {EVAL_DATASETS}, got "
                          f"{args.eval_dataset!r}")
@@ -209,8 +195,9 @@ def evaluate_scene(model, args, protocol: Protocol, name: str, seq, windows: lis
     kinds = enabled_kinds(args)
     files, stems, frame_ids = [], [], []
     scene_dir.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=len(targets), desc=name, unit="frame", dynamic_ncols=True) as bar:
-        for window, batch, outputs in infer_windows(model, seq, windows, memory):
+    with tqdm(total=len(targets), desc=name, unit="frame", dynamic_ncols=True) as bar, \
+            prefetched(seq, windows, args.num_workers) as frames:
+        for window, batch, outputs in infer_windows(model, frames, windows, memory):
             for t, index in protocol.targets(window):
                 position = window.index(index)
                 stem = frame_stem(batch["img_paths"][position])
@@ -252,7 +239,7 @@ def run_evaluation(args, protocol: Protocol) -> dict:
         ``{"run_dir", "config_hash", "scenes": {name: {"status", "frames",
         "skipped_nonfinite", "missing_depth"}}, "metrics": dict or None}``.
     """
-    check_args(args)
+    check_args(args.eval)
     device = resolve_device(args.device)
     run_dir = Path(args.evalpath) / protocol.name
     scenes = list_scenes(args.eval_dataset, args.datapath, args.testlist)

@@ -70,6 +70,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils.depth_kinds import DEPTH_KINDS  # noqa: F401  (the one list; importable here)
 from utils.depth_metrics import METRIC_NAMES, depth_metrics
 from utils.geometry import depth_reprojection_error, relative_pose
 
@@ -77,7 +78,6 @@ TEMPORAL_NAMES = ("tc_abs_rel", "tc_abs_diff")
 # Ground-truth range (m) evaluated by default, per --eval_dataset.
 DEFAULT_EVAL_RANGE = {"scannet": (0.3, 5.0), "7scenes": (0.3, 5.0), "synthetic": (0.1, 10.0)}
 PRED_RESIZE_MODES = ("bilinear", "nearest")
-DEPTH_KINDS = ("init_depth", "refined_depth")
 
 
 def eval_depth_range(eval_dataset: str, min_depth=None, max_depth=None) -> tuple:

@@ -1,0 +1,158 @@
+"""Typed options (utils/options.py, utils/config.py) and the one model factory."""
+
+import dataclasses
+import logging
+import re
+import typing
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import train_hybrid
+from models import DepthNetHybrid, factory, precision
+from utils import evaluation, metrics
+from utils.checkpoint import CheckpointError
+from utils.config import ConfigError, DEFAULTS, load_config, log_ignored, read_defaults
+from utils.depth_kinds import DEPTH_KINDS
+from utils.options import (GROUPS, REMOVED, ModelOptions, TrainOptions, from_mapping,
+                           render_defaults, section_options)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ModelOptions(resnet=18, ndepths=4, depth_min=0.5, depth_max=5.0)
+
+
+# ------------------------------------------------------------ defaults in one place
+def test_default_yaml_is_generated_from_the_dataclasses():
+    assert Path(DEFAULTS).read_text() == render_defaults(), \
+        "configs/default.yaml is stale: python -m utils.options > configs/default.yaml"
+
+
+def test_yaml_sections_are_the_groups_with_their_defaults_and_types():
+    tree = yaml.safe_load(Path(DEFAULTS).read_text())
+    assert list(tree) == list(GROUPS)
+    for section, options in tree.items():
+        expected = {key: default for key, (default, _) in section_options(section).items()}
+        assert options == expected, section
+        assert {k: type(v) for k, v in options.items()} == \
+            {k: type(v) for k, v in expected.items()}, section
+
+
+@pytest.mark.parametrize("section", list(GROUPS))
+def test_every_option_has_a_type_and_a_help_text(section):
+    hints = typing.get_type_hints(GROUPS[section])
+    for f in dataclasses.fields(GROUPS[section]):
+        assert f.metadata["help"].strip(), f"{section}.{f.name} has no help"
+        allowed = (hints[f.name],) + typing.get_args(hints[f.name])
+        assert f.default is None or type(f.default) in allowed, f"{section}.{f.name}"
+
+
+# -------------------------------------------------------------------- typed groups
+def test_entry_points_get_typed_groups_of_their_sections():
+    args = load_config("train", ["--resnet", "18", "--lr", "1e-3", "--amp", "bf16"])
+    assert args.model == dataclasses.replace(ModelOptions(), resnet=18)
+    assert isinstance(args.train, TrainOptions) and args.train.lr == 1e-3
+    assert args.common.height == 256
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        args.model.resnet = 50  # a copy: options are set on args
+    with pytest.raises(AttributeError, match="no 'eval' group"):
+        args.eval
+    demo = load_config("demo", [])  # the demo's section overrides common and model defaults
+    assert (demo.model.resnet, demo.model.ndepths, demo.common.height, demo.common.seed) == \
+        (18, 8, 128, 0)
+    assert load_config("predict", []).common.intrinsics == "auto"
+
+
+@pytest.mark.parametrize("script, section", [("train_hybrid.sh", "train"),
+                                             ("eval_hybrid.sh", "eval"),
+                                             ("eval_hybrid_seq.sh", "eval")])
+def test_the_official_command_lines_flags_are_all_options(script, section):
+    flags = set(re.findall(r"--(\w+)", (ROOT / script).read_text())) - {"standalone",
+                                                                          "nproc_per_node"}
+    defaults, _ = read_defaults(("common", "model", section))
+    assert flags and flags <= set(defaults), flags - set(defaults)
+
+
+def test_official_flags_that_do_nothing_here_are_accepted_and_logged(caplog):
+    args = load_config("train", ["--testdatapath", "/data/test", "--mode", "train",
+                                 "--keep_batchnorm_fp32", "True"])
+    with caplog.at_level(logging.INFO):
+        log_ignored(args, logging.getLogger("test"))
+    text = caplog.text
+    assert "--testdatapath /data/test is accepted and ignored: training evaluates nothing" \
+        in text
+    assert "--mode train is accepted and ignored" in text
+    assert "--keep_batchnorm_fp32 True is accepted and ignored" in text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        log_ignored(load_config("train", []), logging.getLogger("test"))  # none given
+    assert "ignored" not in caplog.text
+
+
+@pytest.mark.parametrize("flag", sorted(REMOVED["train"]))
+def test_removed_official_flags_are_refused_with_what_replaced_them(flag, tmp_path):
+    with pytest.raises(ConfigError, match=f"--{flag} was removed: training"):
+        load_config("train", [f"--{flag}", "1"])
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"train:\n  {flag}: 1\n")
+    with pytest.raises(ConfigError, match=f"'{flag}' in section 'train' was removed"):
+        load_config("train", ["--config", str(path)])
+    assert flag not in vars(load_config("train", []))
+
+
+# -------------------------------------------------------------------- model factory
+def test_from_options_builds_the_models_configuration():
+    torch.manual_seed(0)
+    model = DepthNetHybrid.from_options(dataclasses.replace(TINY, IF_EST_transformer=False))
+    torch.manual_seed(0)
+    direct = DepthNetHybrid(ndepths=4, depth_min=0.5, depth_max=5.0, resnet=18,
+                            IF_EST_transformer=False)
+    assert (model.ndepths, model.depth_min, model.depth_max, model.IF_EST_transformer) == \
+        (4, 0.5, 5.0, False)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 direct.state_dict().values()))
+
+
+def test_from_options_loads_weights_strictly():
+    torch.manual_seed(1)
+    trained = DepthNetHybrid.from_options(TINY)
+    loaded = DepthNetHybrid.from_options(TINY, trained.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(),
+                                                 loaded.state_dict().values()))
+    with pytest.raises(CheckpointError, match="mine.ckpt.*does not fit"):
+        DepthNetHybrid.from_options(dataclasses.replace(TINY, ndepths=8),
+                                    trained.state_dict(), source="mine.ckpt")
+
+
+def test_checkpoint_options_fill_defaults_and_refuse_conflicts():
+    ckpt = {"config": {"resnet": 18, "ndepths": 8, "lr": 1.0}}
+    restored = factory.checkpoint_options(ModelOptions(), ckpt)
+    assert restored == dataclasses.replace(ModelOptions(), resnet=18, ndepths=8)
+    assert factory.checkpoint_options(ModelOptions(), {"model": {}}) == ModelOptions()
+    with pytest.raises(ValueError, match="--ndepths 64 conflicts with the 8"):
+        factory.checkpoint_options(ModelOptions(), ckpt, given={"ndepths"}, source="x.ckpt")
+    assert from_mapping(ModelOptions, {"resnet": 18, "height": 128}) == \
+        dataclasses.replace(ModelOptions(), resnet=18)
+
+
+def test_models_are_built_from_options_only_through_the_factory():
+    """No entry point or library module calls the constructor itself."""
+    files = [p for p in ROOT.glob("*.py")] + [p for d in ("utils", "training", "datasets")
+                                               for p in (ROOT / d).glob("*.py")]
+    callers = [str(p.relative_to(ROOT)) for p in files if "DepthNetHybrid(" in p.read_text()]
+    assert callers == []
+
+
+# --------------------------------------------------------------- one table, one list
+def test_one_table_of_amp_dtypes():
+    assert set(precision.APEX_OPT_LEVELS.values()) <= set(precision.AMP_DTYPES)
+    assert precision.training_amp_dtype("none", "O2") is torch.float16
+    assert precision.training_amp_dtype("bf16", "O0") is torch.bfloat16
+    assert train_hybrid.amp_dtype(TrainOptions(opt_level="O3")) is torch.float16
+    assert not hasattr(train_hybrid, "AMP_DTYPES") and not hasattr(train_hybrid,
+                                                                   "APEX_FP16_LEVELS")
+
+
+def test_one_list_of_depth_kinds():
+    assert metrics.DEPTH_KINDS is evaluation.DEPTH_KINDS is DEPTH_KINDS

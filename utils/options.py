@@ -1,0 +1,360 @@
+"""Every option of every entry point: one dataclass field each (type, default, --help).
+
+An entry point reads the groups ``common``, ``model`` and its own (``train``, ``eval``,
+``demo``, ``predict`` or ``benchmark``); each group is one section of
+``configs/default.yaml``. The dataclasses are the one source: ``configs/default.yaml`` is
+generated from them (``python -m utils.options > configs/default.yaml``), and
+tests/test_config.py fails when the file and the dataclasses differ.
+
+A group may give options of ``common``/``model`` other defaults for its entry point
+(``OVERRIDES``: the demo's small network, predict's ``intrinsics``). Options the
+official command line passes but that do nothing here are accepted and logged with what
+replaced them (``ignored`` in a field's metadata); official options nothing passes and
+nothing uses are rejected with that note (:data:`REMOVED`).
+
+utils/config.py turns these into the command line and reads ``--config`` files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional
+
+import yaml
+
+
+def opt(default, help: str, ignored: str = ""):
+    """A field with its --help text; ``ignored``: the note logged when it is given."""
+    return field(default=default, metadata={"help": help, "ignored": ignored})
+
+
+@dataclass(frozen=True)
+class CommonOptions:
+    """Run and input options every entry point reads (section ``common``)."""
+
+    device: str = opt("auto", "cuda, cpu, cuda:1, or auto (cuda when available)")
+    seed: int = opt(1234, "random seed")
+    height: int = opt(256, "network input height (multiple of 32, >= 128)")
+    width: int = opt(320, "network input width (multiple of 32, >= 128)")
+    frame_interval: int = opt(10, "use every n-th frame of a scan")
+    intrinsics: str = opt("official", "official (ScanNet's 577.87/319.5/239.5 for every "
+                          "dataset), or the data's own: scene (ScanNet) / dataset (7-Scenes)")
+    num_workers: int = opt(2, "data-loading worker processes (training); frame-reading threads "
+                           "(evaluation, predict, benchmark windows; 0: in the loop)")
+    log_level: str = opt("INFO", "logging level")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The network (section ``model``); ``DepthNetHybrid.from_options`` builds it."""
+
+    resnet: int = opt(50, "ResNet depth of the context encoder: 18, 34, 50, 101, 152")
+    ndepths: int = opt(64, "number of depth planes of the cost volume")
+    depth_min: float = opt(0.1, "nearest depth plane (m)")
+    depth_max: float = opt(10.0, "farthest depth plane (m)")
+    IF_EST_transformer: bool = opt(True, "build and use the Epipolar Spatio-Temporal "
+                                   "transformer")
+    pretrained_resnet: Optional[str] = opt(None, "local file with torchvision ImageNet "
+                                           "weights for the ResNet (never downloaded)")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """train_hybrid.py (section ``train``)."""
+
+    dataset: str = opt("scannet", "scannet or synthetic (ScanNet layout with per-scene "
+                       "intrinsics)")
+    datapath: Optional[str] = opt(None, "root of the training scans")
+    testdatapath: Optional[str] = opt(
+        None, "root of the test scans (kept for the official command line; unused during "
+        "training)", ignored="training evaluates nothing; evaluate its checkpoints with "
+        "eval_hybrid.py / eval_hybrid_seq.py --datapath")
+    trainlist: str = opt("./data/scannet_split/train_split.txt", "scenes to train on")
+    reloadscan: bool = opt(False, "rebuild the cached per-scan frame index")
+    epochs: int = opt(7, "number of epochs")
+    lr: float = opt(4.0e-5, "learning rate (Adam)")
+    lrepochs: str = opt("2,4,6,8:2", "epochs at which the lr is divided, and by how much")
+    wd: float = opt(4.0e-4, "weight decay")
+    warmup_iters: int = opt(500, "linear lr warm-up iterations")
+    warmup_factor: float = opt(1 / 3, "lr factor at the start of the warm-up")
+    clip_epoch: int = opt(3, "gradient-norm clip is clip_before until this epoch, "
+                          "clip_after from it")
+    clip_before: float = opt(10.0, "gradient-norm clip in early epochs")
+    clip_after: float = opt(1.0, "gradient-norm clip in later epochs")
+    batch_size: int = opt(1, "windows per GPU")
+    seq_len: int = opt(5, "frames per training window")
+    max_iters: int = opt(0, "stop after this many iterations in total (0: run all epochs)")
+    loadckpt: Optional[str] = opt(None, "start from these weights (strict; official "
+                                  "checkpoints load)")
+    restore_part: Optional[str] = opt(None, "with --loadckpt: load only the feature nets "
+                                      "(official behaviour for any value)")
+    logdir: str = opt("./checkpoints/debug", "checkpoints, tensorboard events and the "
+                      "resolved config")
+    resume: bool = opt(False, "continue from the latest checkpoint in --logdir")
+    summary_freq: int = opt(10, "tensorboard scalars every n steps (images every 10*n)")
+    save_freq: int = opt(1, "checkpoint every n epochs")
+    save_iters: int = opt(5000, "also checkpoint every n iterations (0: never)")
+    pin_m: bool = opt(False, "pin data-loader memory (always on with a CUDA device: "
+                      "non-blocking copies)")
+    using_apex: bool = opt(False, "official flag; apex is not used: its native equivalents "
+                           "are (torch.autocast + GradScaler for --opt_level O1-O3, "
+                           "torch.nn.SyncBatchNorm for --sync_bn, PyTorch DDP)")
+    sync_bn: bool = opt(False, "torch.nn.SyncBatchNorm: batch-norm statistics over all GPUs "
+                        "(CUDA only)")
+    opt_level: str = opt("O0", "official apex level: O0 = float32, O1/O2/O3 = fp16 autocast "
+                         "with a GradScaler")
+    amp: str = opt("none", "mixed precision: none, bf16 or fp16 (fp16 uses a GradScaler); "
+                   "see models/precision.py")
+    fix_matchingFeature: bool = opt(False, "freeze the matching feature net")
+    fix_semanticFeature: bool = opt(False, "freeze the ResNet context encoder")
+    local_rank: int = opt(0, "set by the launcher (torchrun sets LOCAL_RANK)")
+    log_samples: bool = opt(False, "record which windows every rank trained on "
+                            "(logdir/samples.jsonl)")
+    mode: str = opt("train", "accepted for the official command line (only training is done "
+                    "here)", ignored="train_hybrid.py only trains; evaluation is "
+                    "eval_hybrid.py (Joint) and eval_hybrid_seq.py (ESTM)")
+    keep_batchnorm_fp32: Optional[str] = opt(
+        None, "official apex option, accepted: native autocast always keeps batch norm in "
+        "float32", ignored="native autocast always keeps batch-norm weights and statistics "
+        "in float32")
+    loss_scale: Optional[str] = opt(None, "fp16 loss scale: a number (fixed) or dynamic "
+                                    "(default GradScaler)")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """eval_hybrid.py and eval_hybrid_seq.py, and ``python -m utils.metrics`` (``eval``)."""
+
+    eval_dataset: str = opt("scannet", "scannet, 7scenes or synthetic (ScanNet layout with "
+                            "per-scene intrinsics)")
+    datapath: Optional[str] = opt(None, "root of the test scans / 7-Scenes (or one 7-Scenes "
+                                  "sequence folder)")
+    evalpath: str = opt("./outputs/eval", "output root: predictions go to <evalpath>/joint "
+                        "or <evalpath>/estm")
+    testlist: Optional[str] = opt(None, "scene list (default: "
+                                  "data/scannet_split/test_split.txt, data/7scenes/test.txt, "
+                                  "<datapath>/splits/test_split.txt)")
+    loadckpt: Optional[str] = opt(None, "checkpoint to evaluate (required; loaded strictly)")
+    seq_len: int = opt(5, "Joint: frames per window (targets are the inner seq_len-2)")
+    lwindow: int = opt(3, "ESTM: frames per sliding window (target: the middle one)")
+    memory_size: int = opt(2, "ESTM: windows kept in the memory")
+    save_init_depth: bool = opt(True, "save the scale-2 depth after EST fusion (init_depth/, "
+                                "as the official)")
+    save_refined_depth: bool = opt(True, "save the refined full-resolution depth "
+                                   "(refined_depth/)")
+    save_init_prob: bool = opt(False, "save the initial probability map (init_prob/)")
+    save_refined_prob: bool = opt(False, "save the fused probability map (refined_prob/)")
+    save_images: bool = opt(True, "also save colourised .jpg next to the .npy files")
+    save_dtype: str = opt("float32", ".npy dtype: float32 (exact) or float16 (what the "
+                          "official scripts saved)")
+    overwrite: bool = opt(False, "recompute scenes completed under another configuration "
+                          "(otherwise an error)")
+    metrics: bool = opt(True, "compute the metrics table from the saved predictions after "
+                        "inference")
+    min_depth_eval: Optional[float] = opt(None, "metrics: ground truth below this is ignored "
+                                          "(m); default 0.3 (scannet, 7scenes), 0.1 "
+                                          "(synthetic)")
+    max_depth_eval: Optional[float] = opt(None, "metrics: ground truth above this is ignored "
+                                          "(m); default 5 (scannet, 7scenes), 10 "
+                                          "(synthetic)")
+    pred_resize: str = opt("bilinear", "metrics: upsampling of predictions to the ground "
+                           "truth's resolution: bilinear or nearest")
+    clamp_pred: bool = opt(False, "metrics: clip predictions to [min_depth_eval, "
+                           "max_depth_eval]")
+    allow_partial: bool = opt(False, "metrics: tabulate a run with missing or unfinished "
+                              "scenes (listed, left out) instead of an error")
+    amp: str = opt("none", "inference autocast: none (float32), bf16 or fp16 "
+                   "(models/precision.py; measured error in the README)")
+    allow_tf32: bool = opt(False, "let cuDNN/matmuls use TF32 on Ampere+ GPUs (faster, not "
+                           "the float32 numbers)")
+    fold_bn: bool = opt(True, "fold batch norm into the convolutions for inference (same "
+                        "numbers up to float rounding)")
+    compile: bool = opt(False, "torch.compile the model's parts (GPU; compiling takes "
+                        "minutes the first time)")
+    mode: str = opt("test", "accepted for the official command line; unused",
+                    ignored="the script chooses the protocol: eval_hybrid.py (Joint), "
+                    "eval_hybrid_seq.py (ESTM)")
+    summary_freq: int = opt(10, "accepted for the official command line; unused",
+                            ignored="evaluation writes no tensorboard summaries; it logs "
+                            "each scene and writes metrics.{json,csv}")
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """demo.py (section ``demo``)."""
+
+    NOTE: ClassVar[str] = "also overrides these defaults of `common` and `model` for the demo:"
+    OVERRIDES: ClassVar[dict] = {
+        "height": (128, "demo: network input height"),
+        "width": (128, "demo: network input width"),
+        "frame_interval": (5, "demo: use every n-th synthetic frame"),
+        "resnet": (18, "demo: ResNet depth of the context encoder"),
+        "ndepths": (8, "demo: number of depth planes"),
+        "depth_min": (0.5, "demo: nearest depth plane (m)"),
+        "depth_max": (6.0, "demo: farthest depth plane (m)"),
+        "seed": (0, "demo: random seed (data and initial weights)"),
+    }
+
+    lr: float = opt(1.0e-3, "demo: learning rate (from scratch, batch 1)")
+    lrepochs: str = opt("3:4", "demo: epochs at which the lr is divided, and by how much")
+    warmup_iters: int = opt(20, "demo: linear lr warm-up iterations")
+    out: str = opt("./demo_output", "where the demo writes its data, training run, "
+                   "evaluations and picture")
+    quick: bool = opt(False, "a reduced, one-minute version (what the tests run)")
+    steps: int = opt(0, "training iterations (0: 500 on the CPU, 2000 on a GPU; 6 with "
+                     "--quick)")
+    fuse: bool = opt(True, "demo: fuse a held-out room's ESTM depths (trained and untrained) "
+                     "into meshes and report their F-score")
+    sevenscenes: Optional[str] = opt(None, "a 7-Scenes sequence folder to evaluate too "
+                                     "(default: ../shared/data/7scenes/redkitchen/seq-sample "
+                                     "when present)")
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """predict.py (section ``predict``)."""
+
+    NOTE: ClassVar[str] = "predict.py: depth (and a fused mesh) for your own posed capture"
+    OVERRIDES: ClassVar[dict] = {
+        "intrinsics": ("auto", "auto (the capture's own K) or fx,fy,cx,cy in pixels of the "
+                       "native images (TUM without a freiburg name needs it)"),
+    }
+
+    input: Optional[str] = opt(None, "the capture: a folder (images/ + poses.txt + K.txt), a "
+                               "COLMAP model, a TUM sequence, a 7-Scenes or exported ScanNet "
+                               "scan")
+    output: str = opt("./outputs/predict", "where depth/, preview/, mesh.ply and "
+                      "summary.json are written")
+    format: str = opt("auto", "auto (detected from the folder), folder, colmap, tum, "
+                      "7scenes or scannet")
+    min_baseline: float = opt(0.0, "keyframes: keep a frame once the camera moved this far "
+                              "(m) from the last kept one (0 and min_rotation 0: every "
+                              "--frame_interval-th frame)")
+    min_rotation: float = opt(0.0, "keyframes: ... or turned this many degrees")
+    tum_max_dt: float = opt(0.02, "TUM: largest time difference (s) between a colour frame "
+                            "and its depth map / pose")
+    loadckpt: Optional[str] = opt(None, "checkpoint to run (official or own, loaded "
+                                  "strictly); without it the weights are random")
+    mode: str = opt("estm", "estm (a 3-frame window sliding one frame, with memory) or joint "
+                    "(5-frame windows)")
+    seq_len: int = opt(5, "joint: frames per window")
+    lwindow: int = opt(3, "estm: frames per sliding window")
+    memory_size: int = opt(2, "estm: windows kept in the memory")
+    save_images: bool = opt(True, "write a colour-mapped preview (preview/<frame>.jpg) "
+                            "beside each depth PNG")
+    fuse: bool = opt(True, "fuse the predicted depths into a TSDF mesh (mesh.ply)")
+    voxel_size: float = opt(0.04, "fusion: voxel edge (m)")
+    fuse_max_depth: float = opt(3.0, "fusion: depths beyond this (m) are not fused")
+    min_depth_eval: float = opt(0.3, "metrics with ground-truth depth: valid ground truth "
+                                "from (m)")
+    max_depth_eval: float = opt(5.0, "metrics with ground-truth depth: valid ground truth "
+                                "up to (m)")
+    overwrite: bool = opt(False, "recompute an output folder made with another "
+                          "configuration (otherwise an error)")
+
+
+@dataclass(frozen=True)
+class BenchmarkOptions:
+    """benchmark.py (section ``benchmark``)."""
+
+    iters: int = opt(5, "timed repetitions of each measurement (after the warm-up ones)")
+    warmup: int = opt(2, "untimed repetitions first (caches, allocator, oneDNN/cuDNN plans)")
+    amp: str = opt("none", "autocast dtype for the timed passes: none, bf16 or fp16")
+    threads: int = opt(0, "CPU threads for PyTorch (0: PyTorch's default)")
+    cpu_time: bool = opt(False, "time with this process's CPU time instead of the wall clock "
+                         "(busy machines; use --threads 1)")
+    measure: str = opt("estm,joint,train", "what to time: any of estm, joint, train (empty: "
+                       "none)")
+    fast: bool = opt(True, "inference as the evaluation runs it: per-frame feature cache + "
+                     "folded batch norm (false: the official per-window forward)")
+    compile: bool = opt(False, "torch.compile the inference model (see eval's --compile)")
+    profile: bool = opt(False, "also print where an ESTM window's time goes, per module "
+                        "(forward hooks)")
+    loader: bool = opt(False, "also time the training loader alone (decode, resize, stack) "
+                       "in samples/s")
+    loader_workers: int = opt(4, "--loader: data-loading worker processes")
+    loader_samples: int = opt(40, "--loader: windows to load (after the first batch)")
+    loader_data: Optional[str] = opt(None, "--loader: a ScanNet-layout dataset (default: a "
+                                     "synthetic one rendered at 640x480 in a temporary folder)")
+    frames: Optional[str] = opt(None, "a 7-Scenes sequence folder whose frames the ESTM/Joint "
+                                "windows read (decode + resize included: end to end; default: "
+                                "random images made in memory)")
+    sequence: int = opt(0, "also run ESTM over a synthetic sequence of this many frames: "
+                        "per-frame time and RSS after 100 and after all")
+    out: Optional[str] = opt(None, "write the results as JSON to this file")
+    compare: Optional[str] = opt(None, "an earlier --out JSON: print each median's ratio "
+                                 "(before / now)")
+
+
+# Section of configs/default.yaml -> its group, in the file's order.
+GROUPS = {"common": CommonOptions, "model": ModelOptions, "train": TrainOptions,
+          "eval": EvalOptions, "demo": DemoOptions, "predict": PredictOptions,
+          "benchmark": BenchmarkOptions}
+BASE_SECTIONS = ("common", "model")
+# Official options that neither the official command lines pass nor anything here uses:
+# refused, naming what to use instead.
+REMOVED = {
+    "train": {
+        "testlist": "training reads --trainlist only; the test list is an option of "
+                    "eval_hybrid.py / eval_hybrid_seq.py (--testlist)",
+        "eval_freq": "training runs no evaluation; evaluate its checkpoints with "
+                     "eval_hybrid.py / eval_hybrid_seq.py",
+    },
+}
+HEADER = """\
+# Defaults of every entry point (train_hybrid.py, eval_hybrid.py, eval_hybrid_seq.py, demo.py,
+# predict.py, benchmark.py), GENERATED from the dataclasses of utils/options.py (each option's
+# type, default and help): edit those, then run `python -m utils.options > configs/default.yaml`.
+# Each top-level section is a group of flat options; a script reads `common`, `model` and its
+# own section. Override with `--config my.yaml` (same layout, only the keys you change) and/or
+# command-line flags (`--lr 1e-4`); booleans take true/false as well as the official True/False.
+# The text after `#` on an option's line is its --help.
+"""
+
+
+def section_options(section: str) -> dict:
+    """``{option: (default, help)}`` that section ``section`` lists: its overrides of
+    ``common``/``model``, then its own fields."""
+    cls = GROUPS[section]
+    entries = dict(getattr(cls, "OVERRIDES", {}))
+    for f in dataclasses.fields(cls):
+        entries[f.name] = (f.default, f.metadata["help"])
+    return entries
+
+
+def from_mapping(cls, values: dict):
+    """The group ``cls`` with the options ``values`` holds (e.g. a checkpoint's or a
+    fixture's recorded config); other keys are left out, missing options default."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{key: value for key, value in values.items() if key in names})
+
+
+def ignored_notes(section: str) -> dict:
+    """``{option: note}`` of the options of ``section`` accepted only for the official
+    command line."""
+    return {f.name: f.metadata["ignored"] for f in dataclasses.fields(GROUPS[section])
+            if f.metadata["ignored"]}
+
+
+def _scalar(value) -> str:
+    """``value`` as one YAML scalar (quoted where YAML would read another type)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000)
+    return text.replace("\n...\n", "").strip()
+
+
+def render_defaults() -> str:
+    """The text of configs/default.yaml."""
+    lines = [HEADER]
+    for section, cls in GROUPS.items():
+        note = getattr(cls, "NOTE", "")
+        lines.append(f"{section}:".ljust(26) + f"# {note}" if note else f"{section}:")
+        for key, (default, help_text) in section_options(section).items():
+            lines.append(f"  {key}: {_scalar(default)}".ljust(24) + f"  # {help_text}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_defaults())
