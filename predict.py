@@ -145,8 +145,8 @@ def predict_depths(args, seq, out: Path, config_hash: str, device) -> dict:
     frames, files = [], []
     start = time.perf_counter()
     with tqdm(total=targets, desc="predict", unit="frame", dynamic_ncols=True) as bar, \
-            prefetched(seq, windows, args.num_workers) as frames:
-        for window, batch, outputs in infer_windows(model, frames, windows, memory):
+            prefetched(seq, windows, args.num_workers) as ahead:
+        for window, batch, outputs in infer_windows(model, ahead, windows, memory):
             for t, index in protocol.targets(window):
                 depth = outputs[("depth", t, 0)][0, 0].float().cpu().numpy()
                 stem = stems[index]

@@ -258,45 +258,62 @@ def run_evaluation(args, protocol: Protocol) -> dict:
         # Every scene to compute must yield a window, before any work or deletion.
         plans = {name: plan_scene(args, protocol, name, Path(folder), depth_range)
                  for name, folder in scenes if name not in done}
-        config = {k: v for k, v in sorted(vars(args).items()) if k not in ("evalpath", "config")}
-        save_json({"format": RUN_FORMAT, "version": FORMAT_VERSION, "mode": protocol.name,
-                   "config_hash": config_hash, "hashed": hashed, "config": config,
-                   "scenes": [name for name, _ in scenes]}, str(run_dir / RUN_FILE))
+        write_run_file(args, protocol, run_dir, config_hash, hashed, scenes)
         log.info("%s evaluation of %d scene(s) into %s (configuration %s, device %s)",
                  protocol.name, len(scenes), run_dir, config_hash, device)
-
-        model = build_model(args, device, ckpt)
-        model.amp_dtype = precision.amp_dtype(args.amp)
-        model = prepare_for_inference(model, fold_bn=args.fold_bn, compile=args.compile)
-        precision.configure_tf32(args.allow_tf32)
+        model = inference_model(args, device, ckpt)
         del ckpt
         summary = {}
         for name, _ in scenes:
             if name in done:
                 marker = read_marker(dirs[name])
                 log.info("%s: done (%d frames), skipped", name, marker["num_frames"])
-                status = "skipped"
             else:
                 marker = evaluate_scene(model, args, protocol, name, *plans.pop(name),
                                         dirs[name], config_hash)
-                status = "evaluated"
-            summary[name] = {"status": status, "frames": marker["num_frames"],
+            summary[name] = {"status": "skipped" if name in done else "evaluated",
+                             "frames": marker["num_frames"],
                              "skipped_nonfinite": marker["skipped_nonfinite"],
                              "missing_depth": marker["missing_depth"]}
-        log.info("%d scene(s): %d evaluated, %d already done; %d frames predicted; %d frame(s) "
-                 "skipped for a non-finite pose", len(summary),
-                 sum(s["status"] == "evaluated" for s in summary.values()),
-                 sum(s["status"] == "skipped" for s in summary.values()),
-                 sum(s["frames"] for s in summary.values()),
-                 sum(s["skipped_nonfinite"] for s in summary.values()))
-
-        metrics = None
-        if args.metrics:
-            metrics = metrics_mod.evaluate_saved(
-                run_dir, datapath=args.datapath, eval_dataset=args.eval_dataset,
-                testlist=args.testlist, intrinsics=args.intrinsics,
-                frame_interval=args.frame_interval, min_depth_eval=args.min_depth_eval,
-                max_depth_eval=args.max_depth_eval, pred_resize=args.pred_resize,
-                clamp_pred=args.clamp_pred, allow_partial=args.allow_partial)
+        log_summary(summary)
+        metrics = saved_run_metrics(args, run_dir) if args.metrics else None
     return {"run_dir": str(run_dir), "config_hash": config_hash, "scenes": summary,
             "metrics": metrics}
+
+
+def write_run_file(args, protocol: Protocol, run_dir: Path, config_hash: str, hashed: dict,
+                   scenes: list) -> None:
+    """``run.json``: the run's configuration (all options) and its scenes."""
+    config = {k: v for k, v in sorted(vars(args).items()) if k not in ("evalpath", "config")}
+    save_json({"format": RUN_FORMAT, "version": FORMAT_VERSION, "mode": protocol.name,
+               "config_hash": config_hash, "hashed": hashed, "config": config,
+               "scenes": [name for name, _ in scenes]}, str(run_dir / RUN_FILE))
+
+
+def inference_model(args, device: torch.device, ckpt: dict) -> DepthNetHybrid:
+    """The checkpoint's model as the evaluation runs it: precision policy, folded batch
+    norm / ``torch.compile`` as asked, TF32 as asked."""
+    model = build_model(args, device, ckpt)
+    model.amp_dtype = precision.amp_dtype(args.amp)
+    model = prepare_for_inference(model, fold_bn=args.fold_bn, compile=args.compile)
+    precision.configure_tf32(args.allow_tf32)
+    return model
+
+
+def log_summary(summary: dict) -> None:
+    log.info("%d scene(s): %d evaluated, %d already done; %d frames predicted; %d frame(s) "
+             "skipped for a non-finite pose", len(summary),
+             sum(s["status"] == "evaluated" for s in summary.values()),
+             sum(s["status"] == "skipped" for s in summary.values()),
+             sum(s["frames"] for s in summary.values()),
+             sum(s["skipped_nonfinite"] for s in summary.values()))
+
+
+def saved_run_metrics(args, run_dir: Path) -> dict:
+    """The metrics of the saved run (:func:`utils.run_metrics.evaluate_saved`)."""
+    return metrics_mod.evaluate_saved(
+        run_dir, datapath=args.datapath, eval_dataset=args.eval_dataset,
+        testlist=args.testlist, intrinsics=args.intrinsics,
+        frame_interval=args.frame_interval, min_depth_eval=args.min_depth_eval,
+        max_depth_eval=args.max_depth_eval, pred_resize=args.pred_resize,
+        clamp_pred=args.clamp_pred, allow_partial=args.allow_partial)
