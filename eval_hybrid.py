@@ -7,7 +7,7 @@ an interrupted run resumes, and the metrics table follows (``--metrics``).
 
     python eval_hybrid.py --eval_dataset 7scenes --datapath DATA/7scenes \\
         --loadckpt checkpoint/model_000006.ckpt --evalpath outputs/est
-See eval_hybrid.sh, utils/evaluation.py and utils/metrics.py (the protocol).
+See eval_hybrid.sh, utils/evaluation.py (the run) and utils/protocols.py (the windows).
 """
 
 import logging

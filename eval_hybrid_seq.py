@@ -7,7 +7,7 @@ written to ``<evalpath>/estm/<scene>[/<seq>]/{init_depth,refined_depth,...}/<fra
 
     python eval_hybrid_seq.py --eval_dataset scannet --datapath DATA/scannet_test \\
         --loadckpt checkpoint/model_000006.ckpt --evalpath outputs/est
-See eval_hybrid_seq.sh, utils/evaluation.py and utils/metrics.py (the protocol).
+See eval_hybrid_seq.sh, utils/evaluation.py (the run) and utils/protocols.py (the windows).
 """
 
 import logging
