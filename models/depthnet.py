@@ -168,9 +168,10 @@ class DepthNetHybrid(nn.Module):
             sources = (i - 1, i + 1)
             cost_volumes.append(build_cost_volume(
                 matching[i], [matching[s] for s in sources],
+                [relative_pose(world_T_cam_bn44[:, i], world_T_cam_bn44[:, s]) for s in sources],
+                K_quarter, planes, self.fuse_pair,
                 [relative_pose(world_T_cam_bn44[:, i].to(COORD_DTYPE),
-                               world_T_cam_bn44[:, s].to(COORD_DTYPE)) for s in sources],
-                K_quarter, planes, self.fuse_pair))
+                               world_T_cam_bn44[:, s].to(COORD_DTYPE)) for s in sources]))
         target_poses = [world_T_cam_bn44[:, i] for i in range(1, n - 1)]
         return self.CostRegNet(cost_volumes, context_feats, target_poses, K_quarter,
                                self.depth_cands, self.depth_min, self.depth_interval,

@@ -59,7 +59,6 @@ def official_src_T_ref(world_T_ref: torch.Tensor, world_T_src: torch.Tensor) -> 
     official expression and the official outputs depend on it (tests/test_reference.py
     fails by metres with the other), so it is kept.
     """
-    world_T_ref, world_T_src = world_T_ref.to(COORD_DTYPE), world_T_src.to(COORD_DTYPE)
     return world_T_ref @ torch.linalg.inv_ex(world_T_src).inverse
 
 
@@ -137,9 +136,10 @@ class DepthHybridDecoder(nn.Module):
                 if j == i:
                     continue
                 # Keys and values share one sampling grid: warp them as one volume.
-                warped = warp_volume(torch.cat([keys[j], values[j]], dim=1), depth_min,
-                                     depth_interval, official_src_T_ref(poses[i], poses[j]),
-                                     K_b33)
+                warped = warp_volume(
+                    torch.cat([keys[j], values[j]], dim=1), depth_min, depth_interval,
+                    official_src_T_ref(poses[i], poses[j]), K_b33,
+                    official_src_T_ref(poses[i].to(COORD_DTYPE), poses[j].to(COORD_DTYPE)))
                 warped_keys.append(warped[:, :KEY_CHANNELS])
                 warped_values.append(warped[:, KEY_CHANNELS:])
             values[i] = self.epipolar_transformer(keys[i], values[i], warped_keys, warped_values)

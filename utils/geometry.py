@@ -26,12 +26,13 @@ PROJECTION_EPS = 1e-10
 # Sampling coordinate for "outside": far enough out that bilinear/trilinear sampling with
 # zero padding returns exactly 0 instead of blending with the border.
 OUTSIDE = 2.0
-# Sampling coordinates of the plane sweep and the volume warp are computed in float64 and
-# only then cast to the features' precision. A plane sweep puts samples on the image border
-# (and on the outermost planes), where the outside test decides between a sample and 0. In
-# float32 that decision follows the device's rounding: on the official fixture one sample
-# is outside on the CPU and inside on CUDA, and a depth moves by 0.15 m. In float64 every
-# device gives the same answer (the official CPU one on the fixture).
+# A plane sweep puts samples on the image border (and on the outermost planes), where the
+# outside test decides between a sample and 0. In float32 that decision follows the
+# device's rounding: on the official fixture one sample is outside on the CPU and inside on
+# CUDA, and a depth moves by 0.15 m. The warps therefore decide inside/outside from the
+# same coordinates computed in this dtype (from the poses on), where every device gives the
+# same answer (the official CPU one on the fixture); where a sample lands is still computed
+# in float32 as the official does.
 COORD_DTYPE = torch.float64
 
 
@@ -128,25 +129,29 @@ def normalize_coords(coord: torch.Tensor, size: int) -> torch.Tensor:
     return 2.0 * coord / (size - 1) - 1.0
 
 
-def _outside_to_zero(norm: torch.Tensor) -> torch.Tensor:
+def _outside_to_zero(norm: torch.Tensor, decide: torch.Tensor | None = None) -> torch.Tensor:
     """Send coordinates outside ``[-1, 1]`` far away so zero padding returns exactly 0.
 
     Without this, a sample half a pixel outside would blend with the zero border; the
     official code masks the same way.
     """
-    return torch.where((norm > 1) | (norm < -1), torch.full_like(norm, OUTSIDE), norm)
+    decide = norm if decide is None else decide
+    return torch.where((decide > 1) | (decide < -1), torch.full_like(norm, OUTSIDE), norm)
 
 
-def sampling_grid(pix_b2n: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Pixel coordinates -> normalised, outside-masked grid ``[B, ..., 2]`` (x, y last)."""
-    x = _outside_to_zero(normalize_coords(pix_b2n[:, 0], width))
-    y = _outside_to_zero(normalize_coords(pix_b2n[:, 1], height))
+def sampling_grid(pix_b2n: torch.Tensor, height: int, width: int,
+                  decide_pix_b2n: torch.Tensor | None = None) -> torch.Tensor:
+    """Pixel coordinates -> normalised, outside-masked grid ``[B, ..., 2]`` (x, y last).
+
+    ``decide_pix_b2n``: the same coordinates computed in :data:`COORD_DTYPE`, which decide
+    what is outside (default: ``pix_b2n`` itself).
+    """
+    decide = pix_b2n if decide_pix_b2n is None else decide_pix_b2n
+    x = _outside_to_zero(normalize_coords(pix_b2n[:, 0], width),
+                         normalize_coords(decide[:, 0], width))
+    y = _outside_to_zero(normalize_coords(pix_b2n[:, 1], height),
+                         normalize_coords(decide[:, 1], height))
     return torch.stack([x, y], dim=-1)
-
-
-def grid_dtype(input_bc: torch.Tensor) -> torch.dtype:
-    """The dtype a sampling grid is cast to for ``input_bc``: float32 or wider."""
-    return torch.promote_types(input_bc.dtype, torch.float32)
 
 
 def sample(input_bc: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
@@ -176,7 +181,8 @@ def frustum_points(depth_planes_bd: torch.Tensor, invK_b33: torch.Tensor,
 
 @full_precision
 def homography_warp(src_feat_bchw: torch.Tensor, depth_planes_bd: torch.Tensor,
-                    src_T_ref_b44: torch.Tensor, K_b33: torch.Tensor) -> torch.Tensor:
+                    src_T_ref_b44: torch.Tensor, K_b33: torch.Tensor,
+                    exact_src_T_ref_b44: torch.Tensor | None = None) -> torch.Tensor:
     """Plane-sweep warp: resample a source image onto the reference camera's depth planes.
 
     For every reference pixel and plane depth ``d``, the source is sampled bilinearly at the
@@ -187,22 +193,31 @@ def homography_warp(src_feat_bchw: torch.Tensor, depth_planes_bd: torch.Tensor,
         depth_planes_bd: ``[B, D]`` plane depths in the reference frame.
         src_T_ref_b44: ``[B, 4, 4]`` reference-to-source transform.
         K_b33: ``[B, 3, 3]`` intrinsics of the feature map (same for both views).
+        exact_src_T_ref_b44: the transform computed in :data:`COORD_DTYPE` from the poses
+            (default: ``src_T_ref_b44`` widened), for the inside/outside decisions.
     Returns:
         warped_bcdhw: ``[B, C, D, H, W]``.
     """
     b, c, h, w = src_feat_bchw.shape
     d = depth_planes_bd.shape[1]
+    exact = src_T_ref_b44 if exact_src_T_ref_b44 is None else exact_src_T_ref_b44
     with torch.no_grad():  # poses and planes take no gradient; only the features do
-        K = K_b33.to(COORD_DTYPE)
-        points = frustum_points(depth_planes_bd.to(COORD_DTYPE), torch.linalg.inv_ex(K).inverse,
-                                h, w)
-        pix, _ = project(transform_points(src_T_ref_b44.to(COORD_DTYPE), points), K, eps=1e-8)
-        grid = sampling_grid(pix, h, w).view(b, d * h, w, 2)
-    return sample(src_feat_bchw, grid.to(grid_dtype(src_feat_bchw))).view(b, c, d, h, w)
+        pix = _sweep_pixels(depth_planes_bd, src_T_ref_b44, K_b33, h, w)
+        decide = _sweep_pixels(depth_planes_bd.to(COORD_DTYPE), exact.to(COORD_DTYPE),
+                               K_b33.to(COORD_DTYPE), h, w)
+        grid = sampling_grid(pix, h, w, decide).view(b, d * h, w, 2)
+    return sample(src_feat_bchw, grid).view(b, c, d, h, w)
+
+
+def _sweep_pixels(depth_planes_bd, src_T_ref_b44, K_b33, h: int, w: int) -> torch.Tensor:
+    """Source pixel ``[B, 2, D, H, W]`` of every reference pixel on every plane."""
+    points = frustum_points(depth_planes_bd, torch.linalg.inv_ex(K_b33).inverse, h, w)
+    return project(transform_points(src_T_ref_b44, points), K_b33, eps=1e-8)[0]
 
 
 def warp_volume(src_volume_bcdhw: torch.Tensor, depth_min: float, depth_interval: float,
-                src_T_ref_b44: torch.Tensor, K_b33: torch.Tensor) -> torch.Tensor:
+                src_T_ref_b44: torch.Tensor, K_b33: torch.Tensor,
+                exact_src_T_ref_b44: torch.Tensor | None = None) -> torch.Tensor:
     """Resample a source frustum volume into the reference frustum (trilinear).
 
     Both volumes live on the same ``D`` uniform depth planes ``depth_min + k * interval``.
@@ -213,26 +228,37 @@ def warp_volume(src_volume_bcdhw: torch.Tensor, depth_min: float, depth_interval
         src_volume_bcdhw: ``[B, C, D, H, W]``.
         src_T_ref_b44: ``[B, 4, 4]``.
         K_b33: ``[B, 3, 3]`` intrinsics at the volume's resolution.
+        exact_src_T_ref_b44: as in :func:`homography_warp`.
     Returns:
         ``[B, C, D, H, W]``.
     """
     _, _, d, h, w = src_volume_bcdhw.shape
-    grid = volume_sampling_grid(d, h, w, depth_min, depth_interval, src_T_ref_b44, K_b33)
-    return sample(src_volume_bcdhw, grid.to(grid_dtype(src_volume_bcdhw)))
+    grid = volume_sampling_grid(d, h, w, depth_min, depth_interval, src_T_ref_b44, K_b33,
+                                exact_src_T_ref_b44)
+    return sample(src_volume_bcdhw, grid)
 
 
 @full_precision
 def volume_sampling_grid(d: int, h: int, w: int, depth_min: float, depth_interval: float,
-                         src_T_ref_b44: torch.Tensor, K_b33: torch.Tensor) -> torch.Tensor:
-    """The ``[B, D, H, W, 3]`` grid used by :func:`warp_volume` (reusable across volumes),
-    in :data:`COORD_DTYPE`."""
-    K = K_b33.to(COORD_DTYPE)
-    planes = depth_min + depth_interval * torch.arange(d, device=K.device, dtype=COORD_DTYPE)
-    points = frustum_points(planes[None], torch.linalg.inv_ex(K).inverse, h, w)
-    pix, z = project(transform_points(src_T_ref_b44.to(COORD_DTYPE), points), K)
-    xy = sampling_grid(pix, h, w)
-    plane = _outside_to_zero(2.0 * ((z[:, 0] - depth_min) / depth_interval) / (d - 1) - 1.0)
+                         src_T_ref_b44: torch.Tensor, K_b33: torch.Tensor,
+                         exact_src_T_ref_b44: torch.Tensor | None = None) -> torch.Tensor:
+    """The ``[B, D, H, W, 3]`` grid used by :func:`warp_volume` (reusable across volumes)."""
+    exact = src_T_ref_b44 if exact_src_T_ref_b44 is None else exact_src_T_ref_b44
+    pix, plane = _volume_coords(d, h, w, depth_min, depth_interval, src_T_ref_b44, K_b33)
+    decide_pix, decide_plane = _volume_coords(d, h, w, depth_min, depth_interval,
+                                              exact.to(COORD_DTYPE), K_b33.to(COORD_DTYPE))
+    xy = sampling_grid(pix, h, w, decide_pix)
+    plane = _outside_to_zero(plane, decide_plane)
     return torch.cat([xy, plane.unsqueeze(-1)], dim=-1)
+
+
+def _volume_coords(d, h, w, depth_min, depth_interval, src_T_ref_b44, K_b33):
+    """Source pixels ``[B, 2, D, H, W]`` and normalised plane coordinate ``[B, D, H, W]``."""
+    dtype = src_T_ref_b44.dtype
+    planes = depth_min + depth_interval * torch.arange(d, device=K_b33.device, dtype=dtype)
+    points = frustum_points(planes[None], torch.linalg.inv_ex(K_b33.to(dtype)).inverse, h, w)
+    pix, z = project(transform_points(src_T_ref_b44, points), K_b33)
+    return pix, 2.0 * ((z[:, 0] - depth_min) / depth_interval) / (d - 1) - 1.0
 
 
 @full_precision
