@@ -1,4 +1,5 @@
-"""Loaders, readers and windowing on generated and real data, including bad data."""
+"""ScanNet and 7-Scenes loaders, split files and evaluation sequences on generated and real
+data, including bad data (readers: test_dataset_io.py, windows: test_windows.py)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ import pytest
 import torch
 
 from datasets import scannet
-from datasets.intrinsics import OFFICIAL_K_33, SEVEN_SCENES_K_33
-from datasets.io import (DataError, NonFinitePoseError, read_color, read_depth, read_intrinsics,
-                         read_pose)
+from datasets.intrinsics import SEVEN_SCENES_K_33
+from datasets.io import DataError
 from datasets.scannet import ScanNetSequence, ScanNetTrainDataset
 from datasets.sequence import stack_frames
 from datasets.seven_scenes import TEST_LIST, SevenScenesSequence, list_sequences
-from datasets.windows import joint_windows, sliding_windows, train_windows
+from datasets.windows import joint_windows
+from tests.test_dataset_io import write_matrix
 from tools.synthetic import generate
 from utils.geometry import depth_reprojection_error, relative_pose
 
@@ -69,115 +70,6 @@ def _median_relative_error(depth_a, depth_b, world_T_a, world_T_b, K_33):
     b_T_a = relative_pose(world_T_a[None], world_T_b[None])
     err, valid = depth_reprojection_error(depth_a[None], depth_b[None], b_T_a, K_33[None])
     return (err / depth_a.clamp(min=1e-6))[valid].median().item(), valid.float().mean().item()
-
-
-def _write_pose(path: Path, matrix: np.ndarray) -> None:
-    path.write_text("\n".join(" ".join(str(v) for v in row) for row in matrix) + "\n")
-
-
-# ----------------------------------------------------------------------------- windows
-
-def test_train_windows_follow_the_official_sampler():
-    for n_frames in (3, 4, 5, 7):
-        for num_frames in range(40):
-            r = n_frames  # official build_dataset_index_train(r=n_frames) + read_sample_train
-            official = [list(range(i - r, i - r + n_frames))
-                        for i in range(r, num_frames - r, r // 2)]
-            assert train_windows(num_frames, n_frames) == official
-
-
-def test_joint_windows_follow_the_official_raw_frame_loop():
-    interval, length, step = 10, 5, 3
-    for num_raw in range(200):
-        # Official prepare_seqs: raw positions i + k * interval, i stepping by seq_inter * interval
-        official = [[(i + k * interval) // interval for k in range(length)]
-                    for i in range(0, num_raw - length * interval, step * interval)]
-        assert joint_windows(len(range(0, num_raw, interval)), length, step) == official
-    windows = joint_windows(20)
-    targets = [index for window in windows for index in window[1:-1]]
-    assert targets == list(range(1, 1 + 3 * len(windows)))  # each inner frame exactly once
-
-
-def test_sliding_windows_are_consecutive_triplets():
-    assert sliding_windows(5) == [[0, 1, 2], [1, 2, 3], [2, 3, 4]]
-    assert sliding_windows(2) == []
-
-
-# ----------------------------------------------------------------------------- readers
-
-def test_read_depth_converts_millimetres_and_zeroes_invalid(tmp_path):
-    raw = np.full((24, 32), 1500, np.uint16)
-    raw[:4] = 0
-    raw[-4:] = 65535
-    path = tmp_path / "d.png"
-    cv2.imwrite(str(path), raw)
-    depth = read_depth(path)
-    assert depth.dtype == np.float32
-    assert (depth[:4] == 0).all() and (depth[-4:] == 0).all()
-    np.testing.assert_allclose(depth[4:-4], 1.5)
-    # Resizing matches the official "resize the raw PNG, then divide by 1000" bit for bit.
-    zeroed = np.where(raw == 65535, 0, raw).astype(np.uint16)
-    expected = cv2.resize(zeroed, (16, 12)).astype(np.float32) / 1000.0
-    np.testing.assert_array_equal(read_depth(path, (12, 16)), expected)
-
-
-def test_read_depth_rejects_wrong_size_and_format(tmp_path):
-    path = tmp_path / "d.png"
-    cv2.imwrite(str(path), np.ones((12, 16), np.uint16))
-    with pytest.raises(DataError, match=r"d\.png is 12x16 .* are 24x32"):
-        read_depth(path, expect_hw=(24, 32))
-    cv2.imwrite(str(path), np.ones((12, 16), np.uint8))
-    with pytest.raises(DataError, match=r"d\.png must be single-channel uint16"):
-        read_depth(path)
-
-
-def test_read_color_returns_rgb_and_names_bad_files(tmp_path):
-    path = tmp_path / "c.png"
-    bgr = np.zeros((8, 8, 3), np.uint8)
-    bgr[..., 0] = 200  # blue
-    cv2.imwrite(str(path), bgr)
-    rgb = read_color(path, (4, 6))
-    assert rgb.shape == (4, 6, 3) and (rgb[..., 2] == 200).all() and (rgb[..., 0] == 0).all()
-    with pytest.raises(DataError, match=r"not found: .*missing\.png"):
-        read_color(tmp_path / "missing.png")
-    (tmp_path / "bad.jpg").write_bytes(b"not an image")
-    with pytest.raises(DataError, match=r"cannot decode colour image .*bad\.jpg"):
-        read_color(tmp_path / "bad.jpg")
-    cv2.imwrite(str(tmp_path / "grey.png"), np.zeros((8, 8), np.uint8))
-    with pytest.raises(DataError, match=r"grey\.png must be 8-bit with 3 channels"):
-        read_color(tmp_path / "grey.png")
-
-
-def test_read_pose_checks_shape_and_finiteness(tmp_path):
-    path = tmp_path / "p.txt"
-    pose = np.eye(4)
-    pose[:3, 3] = [1, 2, 3]
-    _write_pose(path, pose)
-    np.testing.assert_array_equal(read_pose(path), pose)
-    with pytest.raises(DataError, match=r"not found: .*none\.txt"):
-        read_pose(tmp_path / "none.txt")
-    _write_pose(path, pose[:3])
-    with pytest.raises(DataError, match=r"p\.txt must hold a 4x4 matrix"):
-        read_pose(path)
-    pose[0, 0] = -np.inf
-    _write_pose(path, pose)
-    with pytest.raises(NonFinitePoseError, match=r"p\.txt holds non-finite"):
-        read_pose(path)
-    _write_pose(path, np.ones((4, 4)))
-    with pytest.raises(DataError, match=r"p\.txt is not a rigid transform"):
-        read_pose(path)
-
-
-def test_read_intrinsics_accepts_3x3_and_4x4(tmp_path):
-    K_44 = np.eye(4)
-    K_44[:3, :3] = OFFICIAL_K_33
-    _write_pose(tmp_path / "k4.txt", K_44)
-    _write_pose(tmp_path / "k3.txt", OFFICIAL_K_33)
-    for name in ("k3.txt", "k4.txt"):
-        np.testing.assert_array_equal(read_intrinsics(tmp_path / name), OFFICIAL_K_33)
-    _write_pose(tmp_path / "k2.txt", np.eye(2))
-    with pytest.raises(DataError, match=r"k2\.txt must hold a 3x3 or 4x4"):
-        read_intrinsics(tmp_path / "k2.txt")
 
 
 # ----------------------------------------------------------------------------- split files
@@ -235,7 +127,7 @@ def test_scannet_scene_intrinsics_are_read_and_checked(scene_copy):
     np.testing.assert_allclose(ds[0]["cam_intr"].numpy(), official_intrinsics(48, 64), rtol=1e-6)
     full_res = np.eye(4)
     full_res[:3, :3] = [[1170.2, 0, 647.8], [0, 1170.2, 483.8], [0, 0, 1]]  # 1296x968 values
-    _write_pose(scene_copy / "intrinsic" / "intrinsic_color.txt", full_res)
+    write_matrix(scene_copy / "intrinsic" / "intrinsic_color.txt", full_res)
     with pytest.raises(DataError, match=r"intrinsic_color\.txt .* do not fit the 96x128"):
         _train(root, split, intrinsics="scene", reloadscan=True)
 
@@ -312,9 +204,9 @@ def test_training_sample_names_a_corrupt_image(scene_copy):
 def test_training_scan_ends_at_the_first_nonfinite_subsampled_pose(scene_copy, caplog):
     root, split = scene_copy.parent, scene_copy.parent / "split.txt"
     # Frame 61 is not among every 5th frame: like the official loader, it does not matter.
-    _write_pose(scene_copy / "pose" / "61.txt", np.full((4, 4), np.nan))
+    write_matrix(scene_copy / "pose" / "61.txt", np.full((4, 4), np.nan))
     assert len(_train(root, split, frame_interval=5)) == 6
-    _write_pose(scene_copy / "pose" / "60.txt", np.full((4, 4), -np.inf))
+    write_matrix(scene_copy / "pose" / "60.txt", np.full((4, 4), -np.inf))
     with caplog.at_level(logging.INFO, logger="datasets.scannet"):
         ds = _train(root, split, frame_interval=5, reloadscan=True)
     # 12 frames (ids 0..55) remain: one window.
@@ -373,7 +265,7 @@ def test_scannet_sequence_items_and_joint_windows(scannet_root):
 
 
 def test_eval_sequence_skips_and_counts_nonfinite_poses(scene_copy, caplog):
-    _write_pose(scene_copy / "pose" / "20.txt", np.full((4, 4), np.inf))
+    write_matrix(scene_copy / "pose" / "20.txt", np.full((4, 4), np.inf))
     with caplog.at_level(logging.WARNING, logger="datasets.sequence"):
         seq = ScanNetSequence(scene_copy)
     assert seq.skipped_nonfinite == 1

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
@@ -21,15 +20,12 @@ import pytest
 import torch
 
 import demo
-import eval_hybrid
 import eval_hybrid_seq
 from tools.synthetic import cli as synthetic_cli
 from tools.synthetic import generate
-import train_hybrid
 from datasets.io import DataError, listed_dirs, read_color, read_depth, read_pose
 from models import DepthNetHybrid
 from utils import checkpoint as ckpt_io
-from utils import distributed as dist_utils
 from utils import evaluation
 from utils import io as io_utils
 from utils import eval_scenes, run_files, run_metrics
@@ -38,11 +34,6 @@ from utils.config import ConfigError, build_parser, load_config
 ROOT = Path(__file__).resolve().parents[1]
 NET = ["--height", "128", "--width", "160", "--device", "cpu", "--log_level", "WARNING"]
 SMALL_MODEL = ["--resnet", "18", "--ndepths", "8", "--depth_min", "0.1", "--depth_max", "10"]
-TRAIN = ["--dataset", "synthetic", "--device", "cpu", "--height", "128", "--width", "128",
-         "--resnet", "18", "--ndepths", "4", "--depth_min", "0.5", "--depth_max", "6",
-         "--seq_len", "3", "--frame_interval", "2", "--num_workers", "0", "--summary_freq", "2",
-         "--lr", "5e-4", "--warmup_iters", "10", "--seed", "7", "--save_iters", "0",
-         "--log_level", "WARNING"]
 
 
 # ----------------------------------------------------------------------------- data
@@ -66,15 +57,6 @@ def ckpt(tmp_path_factory):
         "resnet": 18, "ndepths": 8, "depth_min": 0.1, "depth_max": 10.0,
         "IF_EST_transformer": True, "lr": 1e-3})
     return str(path)
-
-
-@pytest.fixture(scope="module")
-def train_set(tmp_path_factory):
-    """One training scene of 22 frames (5 windows of 3 at interval 2) and one test scene."""
-    root = tmp_path_factory.mktemp("train")
-    generate(root, layout="scannet", scenes=2, frames=22, height=128, width=128, seed=3,
-             val=0, test=1, workers=1)
-    return str(root)
 
 
 def _estm(seven_set, ckpt, evalpath, *extra, model=SMALL_MODEL):
@@ -226,103 +208,6 @@ def test_real_7scenes_poses_pass_the_rigidity_check(redkitchen):
         read_pose(path)
 
 
-# ---------------------------------------------------------- 6. non-finite training
-@pytest.fixture()
-def trainer(train_set, tmp_path):
-    args = load_config("train", TRAIN + ["--datapath", train_set, "--logdir",
-                                         str(tmp_path / "logs"), "--max_iters", "1"])
-    return train_hybrid.Trainer(args, dist_utils.init_distributed("cpu"))
-
-
-def test_non_finite_batch_norm_statistics_are_never_saved(trainer):
-    trainer.step = 17
-    name, buffer = next((n, b) for n, b in trainer.model.named_buffers() if "running_var" in n)
-    buffer[0] = float("inf")
-    with pytest.raises(train_hybrid.NonFiniteStateError, match=f"step 17.*{re.escape(name)}"):
-        trainer.save(epoch_end=False)
-    assert not list(Path(trainer.args.logdir).glob("*.ckpt"))
-
-
-def test_non_finite_loss_stop_is_reached_by_a_diverging_run(train_set, tmp_path):
-    with pytest.raises(train_hybrid.NonFiniteLossError, match="non-finite loss at step 2"):
-        train_hybrid.main(TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path),
-                                   "--lr", "1e12", "--warmup_iters", "0", "--max_iters", "3"])
-
-
-def test_checkpoints_with_non_finite_weights_are_refused(tmp_path):
-    model = DepthNetHybrid(ndepths=4, depth_min=0.5, depth_max=5.0, resnet=18)
-    state = model.state_dict()
-    key = next(k for k in state if k.endswith("running_mean"))
-    state[key][0] = float("nan")
-    path = tmp_path / "bad.ckpt"
-    torch.save({"model": state}, path)
-    with pytest.raises(ckpt_io.CheckpointError, match=f"(?s)non-finite.*{re.escape(key)}"):
-        ckpt_io.load_checkpoint(DepthNetHybrid(ndepths=4, depth_min=0.5, depth_max=5.0,
-                                               resnet=18), str(path))
-
-
-# ---------------------------------- 7, 15, 19. resume, interruption, tensorboard flush
-def test_resume_applies_a_new_lr_and_stops_at_the_final_step(train_set, tmp_path):
-    base = TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path), "--epochs", "3"]
-    first = train_hybrid.main(base + ["--max_iters", "1"])
-    assert first["global_step"] == 1
-
-    # killed after the final checkpoint, before the summary: the re-run trains nothing
-    (tmp_path / "train_summary.json").unlink()
-    again = train_hybrid.main(base + ["--max_iters", "1", "--resume", "True"])
-    assert again["global_step"] == 1
-    assert again["last_checkpoint"] == first["last_checkpoint"]
-
-    resumed = train_hybrid.main(base + ["--max_iters", "2", "--resume", "True", "--lr", "1e-4",
-                                        "--wd", "0"])
-    state = torch.load(resumed["last_checkpoint"], map_location="cpu", weights_only=False)
-    factor = 0.3333333333333333 * (1 - 2 / 10) + 2 / 10   # warm-up at iteration 2 of 10
-    group = state["optimizer"]["param_groups"][0]
-    assert group["lr"] == pytest.approx(1e-4 * factor)
-    assert group["weight_decay"] == 0 and state["scheduler"]["base_lrs"] == [1e-4]
-    assert state["config"]["lr"] == 1e-4
-    assert "lr: 0.0001" in (tmp_path / "config.yaml").read_text()
-
-
-def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(train_set, tmp_path, monkeypatch,
-                                                           capsys):
-    real = train_hybrid.Trainer.process_batch
-
-    def preempted(self, batch, clip):
-        if self.step == 0:  # during the first step
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real(self, batch, clip)
-
-    monkeypatch.setattr(train_hybrid.Trainer, "process_batch", preempted)
-    argv = TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path), "--max_iters", "2",
-                    "--summary_freq", "1"]
-    with pytest.raises(SystemExit) as stop:
-        train_hybrid.cli(argv)
-    assert stop.value.code == 128 + signal.SIGTERM
-    message = capsys.readouterr().err
-    assert "interrupted at step 1" in message and "--resume True" in message
-    assert (tmp_path / "model_epoch000000_iter00000001.ckpt").is_file()
-    # the writer was never closed, yet the scalars are on disk (flushed every summary)
-    events = list(tmp_path.glob("events.out.tfevents.*"))
-    assert len(events) == 1 and b"train/loss" in events[0].read_bytes()
-    # the handlers are back: a later SIGTERM would end the process as usual
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    monkeypatch.setattr(train_hybrid.Trainer, "process_batch", real)
-    resumed = train_hybrid.main(argv + ["--resume", "True"])
-    assert resumed["global_step"] == 2
-
-
-def test_demo_ctrl_c_says_to_re_run(monkeypatch, capsys):
-    def interrupted(argv=None):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(demo, "main", interrupted)
-    with pytest.raises(SystemExit) as stop:
-        demo.cli([])
-    assert stop.value.code == 130
-    assert "run the same command again" in capsys.readouterr().err
-
-
 # --------------------------------------------------------------- 8. configuration
 @pytest.mark.parametrize("text, message", [
     ("trian:\n  lr: 1.0e-3\n", "unknown section 'trian' \\(did you mean 'train'\\?\\)"),
@@ -419,16 +304,6 @@ def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["depth.npy"]
 
 
-def test_temporary_files_of_a_killed_save_are_removed_at_the_next_start(trainer, tmp_path):
-    logdir = Path(trainer.args.logdir)
-    stale = logdir / ".model_000000.ckpt.k3_x9ab2.tmp"
-    stale.write_bytes(b"half a checkpoint")
-    mine = logdir / "notes.tmp"
-    mine.write_text("not ours")
-    train_hybrid.Trainer(trainer.args, trainer.env)
-    assert not stale.exists() and mine.exists()
-
-
 # ---------------------------------------------------------------------- 12. umask
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
 def test_outputs_respect_the_umask(tmp_path, umask, mode):
@@ -441,15 +316,6 @@ def test_outputs_respect_the_umask(tmp_path, umask, mode):
         assert io_utils.current_umask() == umask
     finally:
         os.umask(old)
-
-
-# -------------------------------------------------------------- 13. stray checkpoints
-def test_stray_checkpoint_names_do_not_block_resume(tmp_path):
-    (tmp_path / "model_best.ckpt").write_bytes(b"")
-    assert ckpt_io.latest_checkpoint(str(tmp_path)) is None
-    (tmp_path / "model_000000.ckpt").write_bytes(b"")
-    (tmp_path / "my_export.ckpt").write_bytes(b"")
-    assert ckpt_io.latest_checkpoint(str(tmp_path)).endswith("model_000000.ckpt")
 
 
 # ------------------------------------------------------- 14. options before the work
