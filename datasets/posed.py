@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 from datasets.intrinsics import check_principal_point, resize_intrinsics
 from datasets.io import (DataError, check_rigid_pose, image_size, mask_depth_range,
                          read_color, read_depth, read_intrinsics, read_pose)
+from datasets.sequence import frame_item
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -120,17 +121,8 @@ class PosedSequence(Dataset):
             # read_depth assumes millimetres; rescale for other units (TUM: 5000 per metre).
             depth = depth * np.float32(1000.0 / self.depth_scale)
             depth, mask = mask_depth_range(depth, self.depth_min, self.depth_max)
-            dmap = torch.from_numpy(depth)[None]
-            dmask = torch.from_numpy(mask)[None]
-        return {
-            "img": torch.from_numpy(rgb).permute(2, 0, 1).to(torch.float32),
-            "dmap": dmap,
-            "dmask": dmask,
-            "cam_pose": torch.from_numpy(self.poses[index]).to(torch.float32),
-            "cam_intr": self.cam_intr.clone(),
-            "img_path": str(frame.color),
-            "frame_id": index,
-        }
+            dmap, dmask = torch.from_numpy(depth)[None], torch.from_numpy(mask)[None]
+        return frame_item(rgb, dmap, dmask, self.poses[index], self.cam_intr, frame.color, index)
 
 
 # -------------------------------------------------------------------- folder format

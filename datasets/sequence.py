@@ -75,6 +75,21 @@ def pair_frame_files(color_by_id: dict[int, Path], pose_by_id: dict[int, Path],
     return [frame_files(frame_id) for frame_id in sorted(color_by_id)]
 
 
+def frame_item(rgb_hw3, dmap_1hw, dmask_1hw, world_T_cam_44, cam_intr_33, img_path,
+               frame_id) -> dict:
+    """One evaluation frame in the layout every sequence reader returns (``dmap``/``dmask``
+    None where the frame has no depth)."""
+    return {
+        "img": torch.from_numpy(rgb_hw3).permute(2, 0, 1).to(torch.float32),
+        "dmap": dmap_1hw,
+        "dmask": dmask_1hw,
+        "cam_pose": torch.from_numpy(world_T_cam_44).to(torch.float32),
+        "cam_intr": cam_intr_33.clone(),
+        "img_path": str(img_path),
+        "frame_id": frame_id,
+    }
+
+
 class FrameSequence(Dataset):
     """Frames of one scan, every ``frame_interval``-th in frame-id order, for evaluation.
 
@@ -159,17 +174,9 @@ class FrameSequence(Dataset):
             depth = read_depth(frame.depth, self.depth_size, cv2.INTER_NEAREST,
                                expect_hw=self.depth_hw)
             depth, mask = mask_depth_range(depth, self.depth_min, self.depth_max)
-            dmap = torch.from_numpy(depth)[None]
-            dmask = torch.from_numpy(mask)[None]
-        return {
-            "img": torch.from_numpy(rgb).permute(2, 0, 1).to(torch.float32),
-            "dmap": dmap,
-            "dmask": dmask,
-            "cam_pose": torch.from_numpy(self.poses[index]).to(torch.float32),
-            "cam_intr": self.cam_intr.clone(),
-            "img_path": str(frame.color),
-            "frame_id": frame.frame_id,
-        }
+            dmap, dmask = torch.from_numpy(depth)[None], torch.from_numpy(mask)[None]
+        return frame_item(rgb, dmap, dmask, self.poses[index], self.cam_intr, frame.color,
+                          frame.frame_id)
 
 
 def stack_frames(items: Sequence[dict]) -> dict:

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 import benchmark
@@ -60,7 +61,6 @@ def test_training_loader_gives_contiguous_float_images(tmp_path):
 def test_benchmark_reads_real_frames_end_to_end(redkitchen, monkeypatch):
     """--frames: the timed windows read (decode, resize) the folder's frames, in order."""
     read = []
-    results = {}
     original = benchmark.window_frames
 
     def spy(args, n):
@@ -82,8 +82,6 @@ def test_benchmark_reads_real_frames_end_to_end(redkitchen, monkeypatch):
 
 
 def test_benchmark_refuses_too_few_real_frames(redkitchen):
-    import pytest
-
     with pytest.raises(ValueError, match="--frames .* 3 frames at --frame_interval 20"):
         benchmark.main(TINY + ["--measure", "estm", "--frames", str(redkitchen),
                                "--frame_interval", "20", "--iters", "5"])
