@@ -13,7 +13,8 @@ on a synthetic sequence with random images and a sideways camera motion (timings
 depend on the pixels), so a window's time is what the evaluation spends per window in the
 steady state, memory included; ``--frames`` reads real frames from disk instead (end to end:
 decoding and resizing included). ``--fast false`` runs the official per-window forward
-instead (the baseline). Every measurement reports the median, min, max and standard
+instead (the baseline), and training steps as the official ``train_sample`` (under anomaly
+detection). Every measurement reports the median, min, max and standard
 deviation over ``--iters`` repetitions after ``--warmup`` untimed ones.
 """
 
@@ -44,7 +45,7 @@ from utils.io import save_json
 MEASURES = ("estm", "joint", "train")
 LABELS = {"estm_window": "ESTM window (3 frames, 1 target, 2 memories)",
           "joint_window": "Joint window (5 frames, 3 targets, 1 memory)",
-          "train_step": "training step (5 frames, forward + backward)"}
+          "train_step": "training step (5 frames, forward, backward, Adam)"}
 
 
 # ----------------------------------------------------------------------- timing
@@ -149,15 +150,28 @@ def timed_windows(model, protocol, reps: int, warmup: int, args, timer, autocast
 
 
 def timed_train_steps(model, reps: int, warmup: int, args, device, timer, autocast) -> list:
+    """Seconds of training steps (forward, loss, backward, clipping, Adam) on one window.
+
+    ``--fast true`` steps as training/trainer.py does; ``--fast false`` as the official
+    ``train_sample`` did, inside ``torch.autograd.set_detect_anomaly(True)``. Both with
+    cuDNN's autotuner on a GPU, as both trainers set it.
+    """
     imgs, poses, K, sample = random_window(5, args.height, args.width, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=1e-6)
     seconds = []
     for k in range(warmup + reps):
         start = timer.now()
-        model.zero_grad(set_to_none=True)
-        with autocast():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autograd.set_detect_anomaly(not args.fast), autocast():
             _, losses = model(imgs, poses, K, sample, mode="train")
-        losses["loss"].backward()
+        with torch.autograd.set_detect_anomaly(not args.fast):
+            losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
+        optimizer.step()
         if k >= warmup:
             seconds.append(timer.now() - start)
     return seconds
@@ -277,6 +291,7 @@ def print_report(results: dict, before: dict | None) -> None:
     print(f"ResNet-{c['resnet']}, {c['ndepths']} planes, {c['height']}x{c['width']}, "
           f"EST {'on' if c['IF_EST_transformer'] else 'off'}, {c['device']}, amp {c['amp']}, "
           f"{'fast' if c['fast'] else 'official'} inference path, compile {c['compile']}, "
+          f"CUDA graphs {c.get('cuda_graphs', False)}, "
           f"torch {c['torch']}, {c['threads']} CPU threads, {c['timer']} time")
     for key, t in results["timings"].items():
         line = (f"  {LABELS[key]}: {t['median_s'] * 1e3:9.1f} ms  (min {t['min_s'] * 1e3:.1f}, "
@@ -303,7 +318,7 @@ def print_report(results: dict, before: dict | None) -> None:
                       f"RSS {r['rss_gib']:.3f} GiB, peak {r['peak_rss_gib']:.3f} GiB")
         s = results["sequence"]
         print(f"  end vs 100 frames: time x{s['time_ratio']:.3f}, peak RSS x{s['peak_rss_ratio']:.3f}")
-    for key in ("peak_gpu_memory_gib", "peak_rss_gib"):
+    for key in ("peak_gpu_memory_gib", "train_peak_gpu_memory_gib", "peak_rss_gib"):
         if key in results:
             print(f"  {key.replace('_', ' ')}: {results[key]:.2f}")
 
@@ -316,6 +331,8 @@ def main(argv=None) -> dict:
     unknown = set(measures) - set(MEASURES)
     if unknown:
         raise ValueError(f"--measure takes {', '.join(MEASURES)}, got {sorted(unknown)}")
+    if args.cuda_graphs and not args.fast:
+        raise ValueError("--cuda_graphs replays the evaluation's decode: it needs --fast true")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     before = None
@@ -325,8 +342,9 @@ def main(argv=None) -> dict:
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     model = DepthNetHybrid.from_options(args.model).to(device)
-    infer_model = prepare_for_inference(model, fold_bn=args.fast, compile=args.compile) \
-        if (args.fast or args.compile) else model.eval()
+    infer_model = prepare_for_inference(model, fold_bn=args.fast, compile=args.compile,
+                                        cuda_graphs=args.cuda_graphs) \
+        if (args.fast or args.compile or args.cuda_graphs) else model.eval()
     timer = Timer(device, args.cpu_time)
 
     def autocast():
@@ -338,6 +356,7 @@ def main(argv=None) -> dict:
                           "height": args.height, "width": args.width,
                           "IF_EST_transformer": args.IF_EST_transformer, "device": str(device),
                           "amp": args.amp, "fast": args.fast, "compile": args.compile,
+                          "cuda_graphs": args.cuda_graphs,
                           "frames": args.frames,
                           "torch": torch.__version__, "threads": torch.get_num_threads(),
                           "timer": "cpu" if args.cpu_time else "wall"},
@@ -356,8 +375,13 @@ def main(argv=None) -> dict:
         if args.sequence:
             results["sequence"] = run_sequence(infer_model, args, timer, autocast)
     if "train" in measures:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         results["timings"]["train_step"] = summarize(timed_train_steps(
             model, args.iters, args.warmup, args, device, timer, autocast))
+        if device.type == "cuda":
+            results["train_peak_gpu_memory_gib"] = (torch.cuda.max_memory_allocated(device)
+                                                    / 2 ** 30)
     if args.loader:
         step = results["timings"].get("train_step", {}).get("median_s")
         results["loader"] = run_loader(args, step)

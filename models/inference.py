@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from models.cuda_graphs import graph_inference
+
 log = logging.getLogger(__name__)
 
 _CONV_BN = ((nn.Conv2d, nn.BatchNorm2d), (nn.Conv3d, nn.BatchNorm3d))
@@ -98,11 +100,14 @@ COMPILED_PARTS = ("matchingFeature", "semanticFeature", "CostRegNet", "pre0", "p
 
 
 def prepare_for_inference(model: nn.Module, fold_bn: bool = True, compile: bool = False,
-                          compile_backend: str = "inductor") -> nn.Module:
+                          compile_backend: str = "inductor", cuda_graphs: bool = False
+                          ) -> nn.Module:
     """The model to run evaluation with: eval mode, optionally BN-folded and compiled.
 
     ``compile`` wraps the per-frame and per-window parts (:data:`COMPILED_PARTS`) with
     ``torch.compile`` (on the folded copy; without folding, on ``model`` itself).
+    ``cuda_graphs`` replays the per-frame features and the window decode from CUDA graphs
+    (models/cuda_graphs.py; a CUDA model only).
     """
     model = model.eval()
     if fold_bn:
@@ -113,4 +118,6 @@ def prepare_for_inference(model: nn.Module, fold_bn: bool = True, compile: bool 
         for name in COMPILED_PARTS:
             if hasattr(model, name):
                 getattr(model, name).compile(backend=compile_backend, dynamic=False)
+    if cuda_graphs:
+        model = graph_inference(model)
     return model

@@ -85,3 +85,35 @@ def test_benchmark_refuses_too_few_real_frames(redkitchen):
     with pytest.raises(ValueError, match="--frames .* 3 frames at --frame_interval 20"):
         benchmark.main(TINY + ["--measure", "estm", "--frames", str(redkitchen),
                                "--frame_interval", "20", "--iters", "5"])
+
+
+def test_conv3d_layout_tool_times_both_layouts_in_both_dtypes():
+    from tools import conv3d_layout
+
+    results = conv3d_layout.main(["--device", "cpu", "--batch", "1", "--planes", "4",
+                                  "--height", "8", "--width", "8", "--reps", "1"])
+    assert set(results) == {"float32 NCDHW", "float32 channels_last_3d", "bfloat16 NCDHW",
+                            "bfloat16 channels_last_3d"}
+    assert all(r["forward_ms"] > 0 and r["forward_backward_ms"] > 0 for r in results.values())
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_training_steps_run_as_ours_or_as_the_official_train_sample(fast):
+    """``--fast false`` times the official step: anomaly detection on in forward and
+    backward; ours runs without it. Both take an optimizer step."""
+    from contextlib import nullcontext
+
+    from models import DepthNetHybrid
+    from utils.config import load_config
+
+    args = load_config("benchmark", TINY + ["--fast", str(fast).lower()])
+    torch.manual_seed(0)
+    model = DepthNetHybrid(ndepths=4, depth_min=0.5, depth_max=5.0, resnet=18)
+    seen = []
+    model.pre1.register_forward_hook(lambda m, i, o: seen.append(torch.is_anomaly_enabled()))
+    before = model.pre1[0].weight.detach().clone()
+    seconds = benchmark.timed_train_steps(model, 1, 0, args, torch.device("cpu"),
+                                          benchmark.Timer(torch.device("cpu"), True), nullcontext)
+    assert len(seconds) == 1 and seen and set(seen) == {not fast}
+    assert not torch.equal(before, model.pre1[0].weight)  # Adam stepped
+    assert not torch.is_anomaly_enabled()

@@ -15,7 +15,9 @@ import torch
 import eval_hybrid_seq
 from tools.synthetic import generate
 import train_hybrid
-from models import precision
+from models import DepthNetHybrid, precision
+from models.inference import prepare_for_inference
+from models.memory import MemoryBuffer
 from tests.test_distributed import CONFIGS, GRAD_RTOL, changed_parameters_after_steps, torchrun
 from tests.test_precision import (BOUNDS, assert_float32_outputs, assert_within_bounds,
                                   depth_errors, fixture_model, recorded_outputs, replay)
@@ -23,8 +25,13 @@ from tests.test_reference import DEPTH_TOL, PROB_TOL
 from utils import distributed as dist_utils
 from utils.checkpoint import save_checkpoint
 from utils.config import load_config
+from utils.inference_loop import infer_windows
+from utils.protocols import estm_protocol, joint_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
+# A replayed graph runs the eager call's kernels: the same depths up to the rounding of
+# another algorithm choice (metres).
+GRAPH_TOL = 1e-4
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA GPU on this machine (torch.cuda.is_available() "
                                        "is False)")
@@ -114,20 +121,62 @@ def test_estm_evaluation_on_cuda_equals_the_cpu(reference, redkitchen, tmp_path)
     ckpt = tmp_path / "reference.ckpt"
     save_checkpoint(str(ckpt), fixture_model(reference))
     depths = {}
-    for device in ("cpu", "cuda"):
+    for run, device, graphs in (("cpu", "cpu", "False"), ("cuda", "cuda", "False"),
+                                ("cuda_graphs", "cuda", "True")):
         eval_hybrid_seq.main([
             "--height", str(cfg["height"]), "--width", str(cfg["width"]), "--device", device,
+            "--cuda_graphs", graphs,
             "--log_level", "WARNING", "--resnet", str(cfg["resnet"]), "--ndepths",
             str(cfg["ndepths"]), "--depth_min", str(cfg["depth_min"]), "--depth_max",
             str(cfg["depth_max"]), "--eval_dataset", "7scenes", "--datapath", str(redkitchen),
             "--frame_interval", "9", "--loadckpt", str(ckpt), "--evalpath",
-            str(tmp_path / device), "--save_images", "False", "--metrics", "False"])
-        scene = tmp_path / device / "estm" / "redkitchen" / "seq-sample"
-        depths[device] = {p.relative_to(scene): np.load(p) for p in sorted(scene.rglob("*.npy"))}
-    assert depths["cpu"].keys() == depths["cuda"].keys() and len(depths["cpu"]) == 8
-    for name, cpu in depths["cpu"].items():
-        err = np.abs(depths["cuda"][name] - cpu).max()
-        assert err <= DEPTH_TOL, f"{name}: max |cuda - cpu| {err:.2e} m > {DEPTH_TOL}"
+            str(tmp_path / run), "--save_images", "False", "--metrics", "False"])
+        scene = tmp_path / run / "estm" / "redkitchen" / "seq-sample"
+        depths[run] = {p.relative_to(scene): np.load(p) for p in sorted(scene.rglob("*.npy"))}
+    # 8 saved maps: the 4 targets of frames 1-4 at 9-frame steps, two kinds each; the last
+    # two windows replay CUDA graphs.
+    assert depths["cpu"].keys() == depths["cuda"].keys() == depths["cuda_graphs"].keys()
+    assert len(depths["cpu"]) == 8
+    for run in ("cuda", "cuda_graphs"):
+        for name, cpu in depths["cpu"].items():
+            err = np.abs(depths[run][name] - cpu).max()
+            assert err <= DEPTH_TOL, f"{run} {name}: max |{run} - cpu| {err:.2e} m > {DEPTH_TOL}"
+
+
+def _sideways_frames(n: int, h: int = 128, w: int = 128) -> list:
+    g = torch.Generator().manual_seed(1)
+    K = torch.tensor([[0.9 * w, 0, w / 2 - 0.5], [0, 0.9 * w, h / 2 - 0.5], [0, 0, 1.0]])
+    frames = []
+    for i in range(n):
+        pose = torch.eye(4)
+        pose[0, 3] = 0.05 * i
+        frames.append({"img": torch.rand(3, h, w, generator=g) * 255, "cam_pose": pose,
+                       "cam_intr": K, "dmap": None, "dmask": None, "img_path": f"{i}.jpg",
+                       "frame_id": i})
+    return frames
+
+
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_cuda_graphs_replay_the_eager_windows(amp):
+    """ESTM and Joint windows replayed from CUDA graphs equal the eager ones, over two
+    sequences (the second starts with an empty memory and reuses the graphs)."""
+    torch.manual_seed(0)
+    model = DepthNetHybrid(ndepths=8, depth_min=0.5, depth_max=6.0, resnet=18).cuda().eval()
+    model.amp_dtype = precision.amp_dtype(amp)
+    eager = prepare_for_inference(model, fold_bn=True)
+    graphed = prepare_for_inference(model, fold_bn=True, cuda_graphs=True)
+    frames = _sideways_frames(12)
+    for protocol in (estm_protocol(), joint_protocol()):
+        windows = protocol.windows(len(frames))
+        memory = MemoryBuffer(protocol.memory_size)
+        run = lambda m: [o for _, _, o in infer_windows(m, frames, windows, memory)]  # noqa: E731
+        want = run(eager)
+        for _ in range(2):
+            got = run(graphed)
+            worst = max((a[k] - b[k]).abs().max().item()
+                        for a, b in zip(want, got) for k in a)
+            assert worst <= GRAPH_TOL, f"{protocol.name} {amp}: {worst:.2e} m"
+    assert graphed.decode.replays >= 4 and graphed.matching_features.replays >= 10
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")

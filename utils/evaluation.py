@@ -292,10 +292,11 @@ def write_run_file(args, protocol: Protocol, run_dir: Path, config_hash: str, ha
 
 def inference_model(args, device: torch.device, ckpt: dict) -> DepthNetHybrid:
     """The checkpoint's model as the evaluation runs it: precision policy, folded batch
-    norm / ``torch.compile`` as asked, TF32 as asked."""
+    norm / ``torch.compile`` / CUDA graphs as asked, TF32 as asked."""
     model = build_model(args, device, ckpt)
     model.amp_dtype = precision.amp_dtype(args.amp)
-    model = prepare_for_inference(model, fold_bn=args.fold_bn, compile=args.compile)
+    model = prepare_for_inference(model, fold_bn=args.fold_bn, compile=args.compile,
+                                  cuda_graphs=args.cuda_graphs)
     precision.configure_tf32(args.allow_tf32)
     return model
 

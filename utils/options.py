@@ -173,6 +173,8 @@ class EvalOptions:
                         "numbers up to float rounding)")
     compile: bool = opt(False, "torch.compile the model's parts (GPU; compiling takes "
                         "minutes the first time)")
+    cuda_graphs: bool = opt(False, "replay each frame's features and each window's decode "
+                            "from CUDA graphs (GPU; models/cuda_graphs.py)")
     mode: str = opt("test", "accepted for the official command line; unused",
                     ignored="the script chooses the protocol: eval_hybrid.py (Joint), "
                     "eval_hybrid_seq.py (ESTM)")
@@ -267,9 +269,13 @@ class BenchmarkOptions:
                          "(busy machines; use --threads 1)")
     measure: str = opt("estm,joint,train", "what to time: any of estm, joint, train (empty: "
                        "none)")
-    fast: bool = opt(True, "inference as the evaluation runs it: per-frame feature cache + "
-                     "folded batch norm (false: the official per-window forward)")
+    fast: bool = opt(True, "inference as the evaluation runs it (per-frame feature cache + "
+                     "folded batch norm) and training steps as ours (false: the official "
+                     "per-window forward; training steps under anomaly detection, as the "
+                     "official train_sample)")
     compile: bool = opt(False, "torch.compile the inference model (see eval's --compile)")
+    cuda_graphs: bool = opt(False, "replay the inference model from CUDA graphs (see eval's "
+                            "--cuda_graphs)")
     profile: bool = opt(False, "also print where an ESTM window's time goes, per module "
                         "(forward hooks)")
     loader: bool = opt(False, "also time the training loader alone (decode, resize, stack) "
