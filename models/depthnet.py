@@ -91,7 +91,7 @@ class DepthNetHybrid(nn.Module):
         return x + self.pre2(self.pre1(x))
 
     def predict(self, imgs, world_T_cam_bn44, cam_intr, memory: Optional[ESTMemory] = None,
-                use_est=None):
+                use_est=None, inputs_checked: bool = False):
         """Depths of the inner frames of a window.
 
         Args:
@@ -100,10 +100,13 @@ class DepthNetHybrid(nn.Module):
             cam_intr: ``[B, 3, 3]`` intrinsics at H x W.
             memory: views of earlier windows, or None.
             use_est: run the EST transformer; default: when built and given memory.
+            inputs_checked: the caller ran :func:`check_inputs` on the host copies (its
+                finiteness test on device tensors would make the host wait for the device).
         Returns:
             (outputs with the official keys, the memory this window hands on).
         """
-        check_inputs(imgs, world_T_cam_bn44, cam_intr)
+        if not inputs_checked:
+            check_inputs(imgs, world_T_cam_bn44, cam_intr)
         b, n = imgs.shape[:2]
         with precision.autocast(imgs.device.type, self.amp_dtype):
             imgs = normalize_images(imgs)
@@ -178,7 +181,7 @@ class DepthNetHybrid(nn.Module):
                                memory=memory, use_est=use_est)
 
     def forward(self, imgs, cam_poses, cam_intr, sample=None, pre_costs=None,
-                pre_cam_poses=None, mode="train"):
+                pre_cam_poses=None, mode="train", *, inputs_checked: bool = False):
         """The official interface.
 
         ``mode="train"`` returns ``(outputs, losses)`` (``sample`` must hold ``dmaps`` and
@@ -186,12 +189,14 @@ class DepthNetHybrid(nn.Module):
         metrics)`` at scales 0 and 2; ``"val"`` returns ``(outputs, new_costs,
         new_cam_poses)``, the memory for the next window. The EST transformer runs when it
         is built and either training or given memory, as in the official model.
+        ``inputs_checked``: see :meth:`predict`.
         """
         if mode not in ("train", "test", "val"):
             raise ValueError(f"mode must be 'train', 'test' or 'val', got {mode!r}")
         memory = ESTMemory.from_official(pre_costs, pre_cam_poses)
         use_est = memory is not None or mode == "train"
-        outputs, new_memory = self.predict(imgs, cam_poses, cam_intr, memory, use_est)
+        outputs, new_memory = self.predict(imgs, cam_poses, cam_intr, memory, use_est,
+                                           inputs_checked)
         if mode == "val":
             return (outputs, *new_memory.to_official())
         gt, mask = _target_ground_truth(sample, imgs.shape[1])

@@ -1,7 +1,6 @@
 """Training loss of ESTDepth: multi-scale L1 on valid ground-truth pixels."""
 
 import torch
-import torch.nn.functional as F
 
 SCALES = (0, 1, 2, 3)
 SCALE_WEIGHT = 0.8
@@ -27,7 +26,7 @@ def multiscale_depth_loss(outputs: dict, gt_btchw: torch.Tensor, mask_btchw: tor
         for t in range(num_targets):
             pred = outputs[("depth", t, s)].float()
             gt, mask = gt_btchw[:, t], mask_btchw[:, t]
-            l1 = l1 + F.l1_loss(pred[mask], gt[mask])
+            l1 = l1 + masked_mean((pred - gt).abs(), mask)
             d, r = depth_stats(gt, pred.detach(), depth_min, depth_max)
             delta, abs_rel = delta + d, abs_rel + r
         losses[f"loss_{s}"] = l1 / num_targets
@@ -38,10 +37,16 @@ def multiscale_depth_loss(outputs: dict, gt_btchw: torch.Tensor, mask_btchw: tor
     return losses
 
 
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x[mask].mean()`` without boolean indexing, whose output size makes the host wait
+    for the device; NaN for an empty mask, as ``x[mask].mean()``."""
+    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum() / mask.sum()
+
+
 @torch.no_grad()
 def depth_stats(gt: torch.Tensor, pred: torch.Tensor, depth_min: float, depth_max: float):
     """(delta < 1.25 ratio, abs rel) over ``depth_min < gt < depth_max``, prediction clamped."""
     valid = (gt > depth_min) & (gt < depth_max)
-    gt, pred = gt[valid], pred.clamp(depth_min, depth_max)[valid]
+    pred = pred.clamp(depth_min, depth_max)
     ratio = torch.maximum(gt / pred, pred / gt)
-    return (ratio < 1.25).float().mean(), ((gt - pred).abs() / gt).mean()
+    return masked_mean((ratio < 1.25).float(), valid), masked_mean((gt - pred).abs() / gt, valid)

@@ -6,6 +6,7 @@ ESTM evaluation against the CPU, and 2-GPU NCCL training. Skipped without a GPU.
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,49 @@ def test_torchrun_two_gpus_nccl(tmp_path):
         assert result["replicas_in_sync"] and result["same_parameters_with_grad"], config
         # cuDNN picks other algorithms for batch 1 and 2: allow a little more than on CPU.
         assert result["max_grad_diff"] <= 10 * GRAD_RTOL * result["max_grad"], (config, result)
+
+
+@contextmanager
+def sync_debug(mode: str):
+    """``torch.cuda.set_sync_debug_mode``: in "error", any op that makes the host wait for
+    the GPU raises."""
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode(mode)
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+
+
+def test_window_features_and_decode_never_wait_for_the_gpu():
+    torch.manual_seed(0)
+    model = prepare_for_inference(
+        DepthNetHybrid(ndepths=8, depth_min=0.5, depth_max=6.0, resnet=18).cuda().eval())
+    for name in ("matching_features", "context_features", "decode"):
+        def strict(*args, method=getattr(model, name)):
+            with sync_debug("error"):
+                return method(*args)
+        setattr(model, name, strict)
+    frames = _sideways_frames(6)
+    outputs = [o for _, _, o in infer_windows(model, frames, estm_protocol().windows(6),
+                                              MemoryBuffer(2))]
+    assert len(outputs) == 4 and all(torch.isfinite(o[("depth", 0, 0)]).all() for o in outputs)
+
+
+def test_a_training_step_waits_for_the_gpu_once(tiny_set, tmp_path, monkeypatch):
+    """Only the step's one reduction (losses, finiteness, stop) reads from the GPU."""
+    args = load_config("train", _train_args(tiny_set, tmp_path, "--max_iters", "1"))
+    trainer = train_hybrid.Trainer(args, dist_utils.init_distributed("cuda"))
+    batch = next(iter(trainer.loader))
+    assert batch["imgs"].is_pinned()
+    real, reductions = dist_utils.reduce_step, []
+
+    def allowed(*a, **k):
+        reductions.append(1)
+        with sync_debug("default"):
+            return real(*a, **k)
+    monkeypatch.setattr(dist_utils, "reduce_step", allowed)
+    trainer.process_batch(batch, clip=10.0)  # cuDNN autotuning and allocator warm-up
+    with sync_debug("error"):
+        losses, _ = trainer.process_batch(batch, clip=10.0)
+    assert len(reductions) == 2 and np.isfinite(losses["loss"])

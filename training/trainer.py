@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from models import precision
+from models.depthnet import check_inputs
 from training.components import (amp_dtype, build_dataset, build_model, grad_scaler,
                                   log_native_equivalents, rng_state, set_rng_state, wrap_ddp)
 from utils import checkpoint as ckpt_io
@@ -76,6 +77,7 @@ class Trainer:
                                          args.warmup_factor, args.warmup_iters)
         self.scaler = grad_scaler(args.train, env.device, self.amp_dtype)
         self.epoch, self.batches_done, self.step = 0, 0, 0
+        self.signal_received, self.stop_requested = None, False
         self.last_checkpoint = None
         self.loss_history = []  # this run's per-step loss (mean over ranks)
         self._load_weights()
@@ -200,10 +202,6 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _stop_requested(self) -> bool:
-        """Whether a signal reached any rank (all ranks stop at the same step)."""
-        return not dist_utils.all_true(self.signal_received is None, self.env)
-
     def run_epoch(self) -> bool:
         """Train the rest of ``self.epoch``; returns True when --max_iters stopped it."""
         args = self.args
@@ -229,7 +227,7 @@ class Trainer:
                     self.log_images(batch, outputs)
             if args.log_samples:
                 self.record_samples(batch)
-            if self._stop_requested():
+            if self.stop_requested:
                 self.save(epoch_end=False)
                 bar.close()
                 name = signal.Signals(self.signal_received or signal.SIGTERM).name
@@ -251,27 +249,38 @@ class Trainer:
         return False
 
     def process_batch(self, batch: dict, clip: float):
-        """One optimisation step; returns (losses averaged over ranks, outputs)."""
+        """One optimisation step; returns (losses averaged over ranks, outputs).
+
+        The host waits for the device once per step, after the backward pass: one reduction
+        over ranks (:func:`utils.distributed.reduce_step`) gives the losses, whether any
+        rank's loss is non-finite (then training stops before the optimizer applies the
+        gradients) and whether a signal reached any rank (all ranks stop after this step).
+        """
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         device = self.env.device
+        check_inputs(batch["imgs"], batch["cam_poses"], batch["cam_intr"])  # on the host
         imgs, poses, intr = (batch[k].to(device, non_blocking=True)
                              for k in ("imgs", "cam_poses", "cam_intr"))
         sample = {k: batch[k].to(device, non_blocking=True) for k in ("dmaps", "dmasks")}
         with precision.autocast(device.type, self.amp_dtype):
-            outputs, losses = self.net(imgs, poses, intr, sample, mode="train")
-        self._check_finite(losses["loss"], batch)
+            outputs, losses = self.net(imgs, poses, intr, sample, mode="train",
+                                       inputs_checked=True)
         self.scaler.scale(losses["loss"]).backward()
         self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.trainable, clip, norm_type=2)
+        summary = dist_utils.reduce_step(losses, losses["loss"],
+                                         self.signal_received is not None, self.env)
+        if not summary.all_finite:
+            self._raise_non_finite(losses["loss"], batch)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return dist_utils.mean_over_ranks(losses, self.env), outputs
+        self.stop_requested = summary.stop
+        return summary.losses, outputs
 
-    def _check_finite(self, loss: torch.Tensor, batch: dict) -> None:
+    def _raise_non_finite(self, loss: torch.Tensor, batch: dict) -> None:
+        """Stop every rank, naming the samples of the ranks whose loss is non-finite."""
         finite = bool(torch.isfinite(loss).item())
-        if dist_utils.all_true(finite, self.env):
-            return
         reports = dist_utils.gather_objects(None if finite else _frame_paths(batch), self.env)
         bad = [f"rank {r}: {paths}" for r, paths in enumerate(reports) if paths is not None]
         raise NonFiniteLossError(

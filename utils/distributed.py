@@ -84,23 +84,31 @@ def main_process_first(env: DistEnv):
         barrier(env)
 
 
-def all_true(flag: bool, env: DistEnv) -> bool:
-    """True on every rank only if ``flag`` is true on every rank."""
-    if not env.distributed:
-        return flag
-    t = torch.tensor([0 if flag else 1], device=env.device)
-    dist.all_reduce(t)
-    return t.item() == 0
+@dataclass
+class StepSummary:
+    """What every rank learns at the end of a training step (see :func:`reduce_step`)."""
+
+    losses: dict  # name -> loss averaged over ranks (Python floats)
+    all_finite: bool  # every rank's loss is finite
+    stop: bool  # some rank asked to stop (a signal)
 
 
-def mean_over_ranks(scalars: dict, env: DistEnv) -> dict:
-    """Average a dict of 0-d tensors over ranks; returns Python floats."""
-    keys = sorted(scalars)
-    values = torch.stack([scalars[k].detach().float() for k in keys]).to(env.device)
+def reduce_step(losses: dict, loss: torch.Tensor, stop: bool, env: DistEnv) -> StepSummary:
+    """One reduction over ranks, and the only wait for the device, per training step.
+
+    Carries the losses (0-d tensors), whether ``loss`` is finite and ``stop`` in a single
+    ``all_reduce`` and a single device-to-host copy.
+    """
+    keys = sorted(losses)
+    flags = torch.stack([(~torch.isfinite(loss.detach())).float(),
+                         torch.full((), float(stop), device=loss.device)])
+    values = torch.cat([torch.stack([losses[k].detach().float() for k in keys]), flags])
+    values = values.to(env.device)
     if env.distributed:
         dist.all_reduce(values)
-        values /= env.world_size
-    return dict(zip(keys, values.tolist()))
+    *sums, non_finite, stops = values.tolist()
+    return StepSummary({k: v / env.world_size for k, v in zip(keys, sums)},
+                       all_finite=non_finite == 0, stop=stops > 0)
 
 
 def gather_objects(obj, env: DistEnv) -> list:
