@@ -2,12 +2,15 @@
 
 Built from small steps: warp every source's features onto the reference depth planes,
 pair each warped volume with the reference features, fuse each pair with a learned block,
-average over sources.
+average over sources. In inference the fusion's first layer, a 1x1x1 convolution of the
+pair, is applied before the warp (:func:`build_cost_volume_projected`): the same volume
+with less work.
 """
 
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 
 from utils.geometry import homography_warp
 
@@ -51,4 +54,38 @@ def build_cost_volume(ref_feat_bchw: torch.Tensor, src_feats: list, src_T_refs: 
     """
     warped = warp_sources(src_feats, depth_planes_bd, src_T_refs, K_b33, exact_src_T_refs)
     volumes = [fuse_pair(pair_volume(ref_feat_bchw, w)) for w in warped]
+    return torch.stack(volumes).mean(dim=0)
+
+
+def split_pair_conv(weight_oc111: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference and source halves ``([O, C, 1, 1], [O, C, 1, 1])`` of the weight of a
+    1x1x1 convolution over :func:`pair_volume` (reference channels first)."""
+    w = weight_oc111[..., 0]
+    c = w.shape[1] // 2
+    return w[:, :c], w[:, c:]
+
+
+def build_cost_volume_projected(ref_feat_bchw: torch.Tensor, src_feats: list, src_T_refs: list,
+                                K_b33: torch.Tensor, depth_planes_bd: torch.Tensor,
+                                project_ref: Callable, project_src: Callable,
+                                finish: Callable[[torch.Tensor], torch.Tensor],
+                                exact_src_T_refs: Optional[list] = None) -> torch.Tensor:
+    """:func:`build_cost_volume` for ``fuse_pair = finish(conv1x1x1(pair))``, computed as
+    ``finish(project_ref(ref) + warp(project_src(src)))``.
+
+    ``project_ref``/``project_src`` are the reference and source halves of the convolution
+    as 2D 1x1 convolutions (:func:`split_pair_conv`; the bias goes with the reference).
+    Equal up to float rounding: warping commutes with a per-pixel linear map of the channels
+    (every channel is sampled with the same bilinear weights, samples outside are 0) and the
+    reference half is the same on every plane. So two 2D convolutions replace a 3D one over
+    twice the channels, and no pair volume is built. For inference: in training the
+    official order is kept (the batch-norm statistics of the pair convolution).
+
+    Args:
+        finish: the rest of the fusion block, on ``[B, O, D, H, W]``.
+    """
+    ref_bohw = project_ref(ref_feat_bchw)
+    warped = warp_sources([project_src(src) for src in src_feats], depth_planes_bd,
+                          src_T_refs, K_b33, exact_src_T_refs)
+    volumes = [finish(ref_bohw.unsqueeze(2) + w) for w in warped]
     return torch.stack(volumes).mean(dim=0)

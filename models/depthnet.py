@@ -3,10 +3,12 @@
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.context_encoder import ResnetEncoder
-from models.cost_volume import build_cost_volume
+from models.cost_volume import (build_cost_volume, build_cost_volume_projected,
+                                split_pair_conv)
 from models.hybrid_decoder import DepthHybridDecoder
 from models.layers import conv_bn_3d, conv_bn_relu_3d
 from models import factory, precision
@@ -48,6 +50,8 @@ class DepthNetHybrid(nn.Module):
         # Autocast dtype the model applies itself (None: float32, or the caller's autocast);
         # models/precision.py says which parts stay float32.
         self.amp_dtype = None
+        # Inference copies (models/inference.py) apply pre0's convolution before the warp.
+        self.project_pair_conv = False
         self.register_buffer("depth_cands", depth_min + self.depth_interval * torch.arange(
             ndepths, dtype=torch.float32), persistent=False)
 
@@ -87,8 +91,41 @@ class DepthNetHybrid(nn.Module):
         return precision.run("cost_fusion", self._fuse_pair, pair_ncdhw)
 
     def _fuse_pair(self, pair_ncdhw: torch.Tensor) -> torch.Tensor:
-        x = self.pre0(pair_ncdhw)
+        return self._finish_pair(self.pre0[0](pair_ncdhw))
+
+    def _finish_pair(self, x_ncdhw: torch.Tensor) -> torch.Tensor:
+        """The fusion after ``pre0``'s convolution: its batch norm, then ``pre1``/``pre2``."""
+        x = self.pre0[1](x_ncdhw)
         return x + self.pre2(self.pre1(x))
+
+    def _projected_fusion(self) -> tuple:
+        """``(project_ref, project_src, finish)`` of the fusion for
+        :func:`models.cost_volume.build_cost_volume_projected`, in its precision region."""
+        conv = self.pre0[0]
+        w_ref, w_src = split_pair_conv(conv.weight)
+        run = lambda fn, *a: precision.run("cost_fusion", fn, *a)  # noqa: E731
+        return (lambda x: run(F.conv2d, x, w_ref, conv.bias),
+                lambda x: run(F.conv2d, x, w_src),
+                lambda x: run(self._finish_pair, x))
+
+    def cost_volume(self, matching: list, i: int, world_T_cam_bn44: torch.Tensor,
+                    K_b33: torch.Tensor, depth_planes_bd: torch.Tensor) -> torch.Tensor:
+        """The ``[B, 32, D, H/4, W/4]`` cost volume of frame ``i`` against ``i - 1``, ``i + 1``.
+
+        With ``project_pair_conv`` (inference copies, in eval mode) the fusion's first
+        convolution runs before the warp: the same volume up to rounding, with less work
+        (:func:`models.cost_volume.build_cost_volume_projected`).
+        """
+        sources = (i - 1, i + 1)
+        poses = [relative_pose(world_T_cam_bn44[:, i], world_T_cam_bn44[:, s]) for s in sources]
+        exact = [relative_pose(world_T_cam_bn44[:, i].to(COORD_DTYPE),
+                               world_T_cam_bn44[:, s].to(COORD_DTYPE)) for s in sources]
+        srcs = [matching[s] for s in sources]
+        if self.training or not self.project_pair_conv:
+            return build_cost_volume(matching[i], srcs, poses, K_b33, depth_planes_bd, self.fuse_pair,
+                                     exact)
+        return build_cost_volume_projected(matching[i], srcs, poses, K_b33, depth_planes_bd,
+                                           *self._projected_fusion(), exact)
 
     def predict(self, imgs, world_T_cam_bn44, cam_intr, memory: Optional[ESTMemory] = None,
                 use_est=None, inputs_checked: bool = False):
@@ -166,15 +203,8 @@ class DepthNetHybrid(nn.Module):
         K_quarter = scale_intrinsics(cam_intr, 1.0 / MATCHING_STRIDE)
         planes = self.depth_cands.to(cam_intr.dtype)[None]  # the inputs' dtype, not autocast's
 
-        cost_volumes = []
-        for i in range(1, n - 1):
-            sources = (i - 1, i + 1)
-            cost_volumes.append(build_cost_volume(
-                matching[i], [matching[s] for s in sources],
-                [relative_pose(world_T_cam_bn44[:, i], world_T_cam_bn44[:, s]) for s in sources],
-                K_quarter, planes, self.fuse_pair,
-                [relative_pose(world_T_cam_bn44[:, i].to(COORD_DTYPE),
-                               world_T_cam_bn44[:, s].to(COORD_DTYPE)) for s in sources]))
+        cost_volumes = [self.cost_volume(matching, i, world_T_cam_bn44, K_quarter, planes)
+                        for i in range(1, n - 1)]
         target_poses = [world_T_cam_bn44[:, i] for i in range(1, n - 1)]
         return self.CostRegNet(cost_volumes, context_feats, target_poses, K_quarter,
                                self.depth_cands, self.depth_min, self.depth_interval,

@@ -102,7 +102,8 @@ COMPILED_PARTS = ("matchingFeature", "semanticFeature", "CostRegNet", "pre0", "p
 def prepare_for_inference(model: nn.Module, fold_bn: bool = True, compile: bool = False,
                           compile_backend: str = "inductor", cuda_graphs: bool = False
                           ) -> nn.Module:
-    """The model to run evaluation with: eval mode, optionally BN-folded and compiled.
+    """The model to run evaluation with: eval mode, the pair convolution of the cost volume
+    before the warp (``project_pair_conv``), optionally BN-folded and compiled.
 
     ``compile`` wraps the per-frame and per-window parts (:data:`COMPILED_PARTS`) with
     ``torch.compile`` (on the folded copy; without folding, on ``model`` itself).
@@ -112,6 +113,8 @@ def prepare_for_inference(model: nn.Module, fold_bn: bool = True, compile: bool 
     model = model.eval()
     if fold_bn:
         model = fold_batchnorm(model)
+    if hasattr(model, "project_pair_conv"):
+        model.project_pair_conv = True  # models.cost_volume.build_cost_volume_projected
     if compile:
         if not hasattr(torch, "compile"):
             raise RuntimeError("--compile needs torch.compile (PyTorch >= 2.0)")

@@ -1,0 +1,75 @@
+"""The plane-sweep cost volume (models/cost_volume.py): the inference order (pair convolution
+before the warp) builds the official volume."""
+
+import pytest
+import torch
+
+from models import DepthNetHybrid
+from models.cost_volume import build_cost_volume, build_cost_volume_projected, split_pair_conv
+from models.inference import fold_batchnorm, prepare_for_inference
+from utils.geometry import relative_pose
+
+
+def _views(seed: int = 0):
+    """A reference and two sources 0.3 m to either side: many plane samples fall outside."""
+    g = torch.Generator().manual_seed(seed)
+    feats = [torch.randn(1, 32, 16, 20, generator=g) for _ in range(3)]
+    poses = torch.eye(4).repeat(3, 1, 1)
+    poses[:, 0, 3] = torch.tensor([0.0, -0.3, 0.3])
+    K = torch.tensor([[[16.0, 0, 9.5], [0, 16.0, 7.5], [0, 0, 1]]])
+    src_T_refs = [relative_pose(poses[:1], poses[s:s + 1]) for s in (1, 2)]
+    planes = torch.linspace(0.5, 5.0, 8)[None]
+    return feats, src_T_refs, K, planes
+
+
+def _model(fold: bool) -> DepthNetHybrid:
+    torch.manual_seed(0)
+    model = DepthNetHybrid(ndepths=8, depth_min=0.5, depth_max=5.0, resnet=18)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    return fold_batchnorm(model) if fold else model
+
+
+def test_split_pair_conv_halves_the_weight_reference_first():
+    w = torch.arange(2 * 6 * 1.0).view(2, 6, 1, 1, 1)
+    ref, src = split_pair_conv(w)
+    assert ref.shape == src.shape == (2, 3, 1, 1)
+    assert torch.equal(ref[:, :, 0, 0], w[:, :3, 0, 0, 0])
+    assert torch.equal(src[:, :, 0, 0], w[:, 3:, 0, 0, 0])
+
+
+@pytest.mark.parametrize("fold", [False, True], ids=["batch-norm", "folded"])
+def test_projected_cost_volume_equals_the_official_order(fold):
+    model = _model(fold)  # eval mode: batch norm with its running statistics, or folded
+    feats, src_T_refs, K, planes = _views()
+    with torch.no_grad():
+        want = build_cost_volume(feats[0], feats[1:], src_T_refs, K, planes, model.fuse_pair)
+        got = build_cost_volume_projected(feats[0], feats[1:], src_T_refs, K, planes,
+                                          *model._projected_fusion())
+    assert got.shape == want.shape == (1, 32, 8, 16, 20)
+    assert (got - want).abs().max().item() <= 1e-5 * want.abs().max().item()
+
+
+def test_inference_copies_use_the_projected_order_and_training_the_official_one(
+        monkeypatch):
+    import models.depthnet as depthnet
+
+    calls = []
+    for name in ("build_cost_volume", "build_cost_volume_projected"):
+        real = getattr(depthnet, name)
+        monkeypatch.setattr(depthnet, name,
+                            lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    model = _model(fold=False)
+    feats, _, K, _ = _views()
+    poses = torch.eye(4).repeat(1, 3, 1, 1)
+    poses[0, :, 0, 3] = torch.tensor([0.0, -0.3, 0.3])
+    volume = lambda m: m.cost_volume(feats, 1, poses, K, m.depth_cands[None])  # noqa: E731
+    with torch.no_grad():
+        volume(model)  # the official forward in eval mode: the official order
+        volume(prepare_for_inference(model, fold_bn=True))
+        volume(model.train())
+    assert calls == ["build_cost_volume", "build_cost_volume_projected", "build_cost_volume"]
+    assert model.project_pair_conv is False
