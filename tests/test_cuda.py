@@ -20,6 +20,7 @@ from models import DepthNetHybrid, precision
 from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
 from tests.test_distributed import CONFIGS, GRAD_RTOL, changed_parameters_after_steps, torchrun
+from tests.test_inference import sideways_frames
 from tests.test_precision import (BOUNDS, assert_float32_outputs, assert_within_bounds,
                                   depth_errors, fixture_model, recorded_outputs, replay)
 from tests.test_reference import DEPTH_TOL, PROB_TOL
@@ -144,19 +145,6 @@ def test_estm_evaluation_on_cuda_equals_the_cpu(reference, redkitchen, tmp_path)
             assert err <= DEPTH_TOL, f"{run} {name}: max |{run} - cpu| {err:.2e} m > {DEPTH_TOL}"
 
 
-def _sideways_frames(n: int, h: int = 128, w: int = 128) -> list:
-    g = torch.Generator().manual_seed(1)
-    K = torch.tensor([[0.9 * w, 0, w / 2 - 0.5], [0, 0.9 * w, h / 2 - 0.5], [0, 0, 1.0]])
-    frames = []
-    for i in range(n):
-        pose = torch.eye(4)
-        pose[0, 3] = 0.05 * i
-        frames.append({"img": torch.rand(3, h, w, generator=g) * 255, "cam_pose": pose,
-                       "cam_intr": K, "dmap": None, "dmask": None, "img_path": f"{i}.jpg",
-                       "frame_id": i})
-    return frames
-
-
 @pytest.mark.parametrize("amp", ["none", "bf16"])
 def test_cuda_graphs_replay_the_eager_windows(amp):
     """ESTM and Joint windows replayed from CUDA graphs equal the eager ones, over two
@@ -166,7 +154,7 @@ def test_cuda_graphs_replay_the_eager_windows(amp):
     model.amp_dtype = precision.amp_dtype(amp)
     eager = prepare_for_inference(model, fold_bn=True)
     graphed = prepare_for_inference(model, fold_bn=True, cuda_graphs=True)
-    frames = _sideways_frames(12)
+    frames = sideways_frames(12)
     for protocol in (estm_protocol(), joint_protocol()):
         windows = protocol.windows(len(frames))
         memory = MemoryBuffer(protocol.memory_size)
@@ -212,7 +200,7 @@ def test_window_features_and_decode_never_wait_for_the_gpu():
             with sync_debug("error"):
                 return method(*args)
         setattr(model, name, strict)
-    frames = _sideways_frames(6)
+    frames = sideways_frames(6)
     outputs = [o for _, _, o in infer_windows(model, frames, estm_protocol().windows(6),
                                               MemoryBuffer(2))]
     assert len(outputs) == 4 and all(torch.isfinite(o[("depth", 0, 0)]).all() for o in outputs)

@@ -34,20 +34,24 @@ def model():
     return net.eval()
 
 
-@pytest.fixture(scope="module")
-def sequence():
-    """Frames as the evaluation sequences yield them, with a sideways camera motion."""
+def sideways_frames(n: int, h: int = HW[0], w: int = HW[1]) -> list:
+    """``n`` frames as the evaluation sequences yield them: random images, a camera moving
+    sideways by 5 cm per frame."""
     g = torch.Generator().manual_seed(1)
-    h, w = HW
     K = torch.tensor([[0.9 * w, 0, w / 2 - 0.5], [0, 0.9 * w, h / 2 - 0.5], [0, 0, 1.0]])
     frames = []
-    for i in range(FRAMES):
+    for i in range(n):
         pose = torch.eye(4)
         pose[0, 3] = 0.05 * i
         frames.append({"img": torch.rand(3, h, w, generator=g) * 255, "cam_pose": pose,
                        "cam_intr": K, "dmap": None, "dmask": None, "img_path": f"{i}.jpg",
                        "frame_id": i})
     return frames
+
+
+@pytest.fixture(scope="module")
+def sequence():
+    return sideways_frames(FRAMES)
 
 
 @pytest.fixture(scope="module")
