@@ -375,6 +375,8 @@ def main(argv=None) -> dict:
         if args.sequence:
             results["sequence"] = run_sequence(infer_model, args, timer, autocast)
     if "train" in measures:
+        if args.compile:
+            model.compile_parts()  # as train_hybrid.py --compile True
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         results["timings"]["train_step"] = summarize(timed_train_steps(

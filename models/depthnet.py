@@ -19,6 +19,8 @@ from utils.geometry import COORD_DTYPE, relative_pose, scale_intrinsics
 from utils.depth_metrics import window_metrics
 
 MATCHING_STRIDE = 4  # the matching and cost volumes live at 1/4 resolution
+# The parts torch.compile wraps (--compile): what runs per frame or per window.
+COMPILED_PARTS = ("matchingFeature", "semanticFeature", "CostRegNet", "pre0", "pre1", "pre2")
 # The ResNet halves the size five times and the decoder concatenates its upsampled maps
 # with the skips, so both sides must be divisible by 32; the matching net's largest
 # pooling window (32 at 1/4 resolution) needs at least 128.
@@ -70,6 +72,14 @@ class DepthNetHybrid(nn.Module):
         """The model of ``opts`` (utils.options.ModelOptions), with the weights ``state``
         loaded strictly when given; see models/factory.py."""
         return factory.from_options(cls, opts, state, source)
+
+    def compile_parts(self, backend: str = "inductor") -> None:
+        """``torch.compile`` the :data:`COMPILED_PARTS` in place, for inference or training
+        (parameter names, hence checkpoints, are unchanged)."""
+        if not hasattr(torch, "compile"):
+            raise RuntimeError("--compile needs torch.compile (PyTorch >= 2.0)")
+        for name in COMPILED_PARTS:
+            getattr(self, name).compile(backend=backend, dynamic=False)
 
     def parameters_without_gradient(self, num_frames: int) -> list[str]:
         """Names of the trainable parameters that a training forward of ``num_frames``-frame

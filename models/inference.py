@@ -95,18 +95,15 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return folded
 
 
-# The parts of DepthNetHybrid that run per frame or per window in inference.
-COMPILED_PARTS = ("matchingFeature", "semanticFeature", "CostRegNet", "pre0", "pre1", "pre2")
-
-
 def prepare_for_inference(model: nn.Module, fold_bn: bool = True, compile: bool = False,
                           compile_backend: str = "inductor", cuda_graphs: bool = False
                           ) -> nn.Module:
     """The model to run evaluation with: eval mode, the pair convolution of the cost volume
     before the warp (``project_pair_conv``), optionally BN-folded and compiled.
 
-    ``compile`` wraps the per-frame and per-window parts (:data:`COMPILED_PARTS`) with
-    ``torch.compile`` (on the folded copy; without folding, on ``model`` itself).
+    ``compile`` wraps the model's parts in ``torch.compile``
+    (:meth:`models.depthnet.DepthNetHybrid.compile_parts`; on the folded copy, without
+    folding on ``model`` itself).
     ``cuda_graphs`` replays the per-frame features and the window decode from CUDA graphs
     (models/cuda_graphs.py; a CUDA model only).
     """
@@ -116,11 +113,7 @@ def prepare_for_inference(model: nn.Module, fold_bn: bool = True, compile: bool 
     if hasattr(model, "project_pair_conv"):
         model.project_pair_conv = True  # models.cost_volume.build_cost_volume_projected
     if compile:
-        if not hasattr(torch, "compile"):
-            raise RuntimeError("--compile needs torch.compile (PyTorch >= 2.0)")
-        for name in COMPILED_PARTS:
-            if hasattr(model, name):
-                getattr(model, name).compile(backend=compile_backend, dynamic=False)
+        model.compile_parts(compile_backend)
     if cuda_graphs:
         model = graph_inference(model)
     return model

@@ -135,7 +135,8 @@ def freeze(model: DepthNetHybrid, opts: TrainOptions) -> None:
 def build_model(model_opts: ModelOptions, opts: TrainOptions,
                 env: dist_utils.DistEnv) -> torch.nn.Module:
     """The model to train on ``env.device``: built from ``model_opts``, frozen where
-    :func:`freeze` says, with SyncBatchNorm for ``--sync_bn``."""
+    :func:`freeze` says, with SyncBatchNorm for ``--sync_bn``, its parts compiled for
+    ``--compile``."""
     model = DepthNetHybrid.from_options(model_opts)
     freeze(model, opts)
     model = model.to(env.device)
@@ -146,6 +147,8 @@ def build_model(model_opts: ModelOptions, opts: TrainOptions,
         # Same Parameter objects (the optimizer, built afterwards, sees the converted model).
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         log.info("batch norm: torch.nn.SyncBatchNorm across %d process(es)", env.world_size)
+    if opts.compile:
+        model.compile_parts()
     return model
 
 

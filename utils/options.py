@@ -121,6 +121,8 @@ class TrainOptions:
         "in float32")
     loss_scale: Optional[str] = opt(None, "fp16 loss scale: a number (fixed) or dynamic "
                                     "(default GradScaler)")
+    compile: bool = opt(False, "torch.compile the model's parts for training (GPU; compiling "
+                        "takes minutes the first time)")
 
 
 @dataclass(frozen=True)
@@ -273,7 +275,8 @@ class BenchmarkOptions:
                      "folded batch norm) and training steps as ours (false: the official "
                      "per-window forward; training steps under anomaly detection, as the "
                      "official train_sample)")
-    compile: bool = opt(False, "torch.compile the inference model (see eval's --compile)")
+    compile: bool = opt(False, "torch.compile the inference model and the trained one (see "
+                        "eval's and train's --compile)")
     cuda_graphs: bool = opt(False, "replay the inference model from CUDA graphs (see eval's "
                             "--cuda_graphs)")
     profile: bool = opt(False, "also print where an ESTM window's time goes, per module "
