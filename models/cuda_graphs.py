@@ -1,7 +1,8 @@
 """CUDA graphs for inference: replay a whole per-frame or per-window step as one launch.
 
-An ESTM window launches hundreds of small kernels; on a fast GPU the host spends longer
-launching them than the GPU spends running them. A CUDA graph records the kernels of one
+An ESTM window launches hundreds of small kernels; on a fast GPU the GPU waits on the host
+launching them (README, *Speed*: 17.4 instead of 22.6-29.0 ms per bf16 window on an H200
+when replayed). A CUDA graph records the kernels of one
 call and replays them with a single launch. It can only replay what it recorded: the same
 shapes, dtypes and tensor addresses, so :class:`GraphedCall` keeps one graph per input
 signature (the structure of the arguments with every tensor's shape, dtype and device,
