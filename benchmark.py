@@ -217,6 +217,24 @@ def profile_estm(model, args, timer, autocast) -> dict:
             for name, t in sorted(parts.items(), key=lambda kv: -kv[1])}
 
 
+def profile_train_ops(model, args, device, autocast, top: int = 12) -> dict:
+    """The operators one training step spends its time in (``torch.profiler``): self time
+    per operator, GPU time when on a GPU, the ``top`` largest with their share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        timed_train_steps(model, 1, 0, args, device, Timer(device, False), autocast)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = list(prof.key_averages())
+    total = sum(getattr(e, key) for e in events) or 1.0
+    ranked = sorted(events, key=lambda e: -getattr(e, key))[:top]
+    return {e.key: {"s_per_step": getattr(e, key) / 1e6, "share": getattr(e, key) / total}
+            for e in ranked}
+
+
 def run_sequence(model, args, timer, autocast) -> dict:
     """ESTM over ``--sequence`` frames: per-frame time and RSS after 100 frames and at the end."""
     n = args.sequence
@@ -304,6 +322,10 @@ def print_report(results: dict, before: dict | None) -> None:
         print("  where an ESTM window's time goes:")
         for name, p in results["profile"].items():
             print(f"    {name:45s} {p['share'] * 100:5.1f}%  {p['s_per_window'] * 1e3:8.1f} ms")
+    if "train_profile" in results:
+        print("  where a training step's time goes (operators, self time):")
+        for name, p in results["train_profile"].items():
+            print(f"    {name:45s} {p['share'] * 100:5.1f}%  {p['s_per_step'] * 1e3:8.1f} ms")
     if "loader" in results:
         r = results["loader"]
         line = f"  training loader, {r['workers']} workers: {r['samples_per_s']:.1f} samples/s"
@@ -384,6 +406,8 @@ def main(argv=None) -> dict:
         if device.type == "cuda":
             results["train_peak_gpu_memory_gib"] = (torch.cuda.max_memory_allocated(device)
                                                     / 2 ** 30)
+        if args.profile:
+            results["train_profile"] = profile_train_ops(model, args, device, autocast)
     if args.loader:
         step = results["timings"].get("train_step", {}).get("median_s")
         results["loader"] = run_loader(args, step)

@@ -117,3 +117,12 @@ def test_training_steps_run_as_ours_or_as_the_official_train_sample(fast):
     assert len(seconds) == 1 and seen and set(seen) == {not fast}
     assert not torch.equal(before, model.pre1[0].weight)  # Adam stepped
     assert not torch.is_anomaly_enabled()
+
+
+def test_training_step_profile_names_the_operators(capsys):
+    results = benchmark.main(TINY + ["--measure", "train", "--profile", "true"])
+    ops = results["train_profile"]
+    assert "aten::convolution_backward" in ops and len(ops) == 12
+    shares = [p["share"] for p in ops.values()]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-6
+    assert "where a training step's time goes" in capsys.readouterr().out
