@@ -14,7 +14,7 @@ import torch
 import demo
 import train_hybrid
 from models import DepthNetHybrid
-from tools.synthetic import generate
+from tests.test_train import make_train_scenes
 from utils import checkpoint as ckpt_io
 from utils import distributed as dist_utils
 from utils.config import load_config
@@ -29,11 +29,7 @@ TRAIN = ["--dataset", "synthetic", "--device", "cpu", "--height", "128", "--widt
 
 @pytest.fixture(scope="module")
 def train_set(tmp_path_factory):
-    """One training scene of 22 frames (5 windows of 3 at interval 2) and one test scene."""
-    root = tmp_path_factory.mktemp("train")
-    generate(root, layout="scannet", scenes=2, frames=22, height=128, width=128, seed=3,
-             val=0, test=1, workers=1)
-    return str(root)
+    return make_train_scenes(tmp_path_factory.mktemp("train"))
 
 
 # ---------------------------------------------------------- 6. non-finite training

@@ -24,13 +24,16 @@ SMALL = ["--dataset", "synthetic", "--device", "cpu", "--height", "128", "--widt
          "--lr", "5e-4", "--warmup_iters", "10", "--seed", "7"]
 
 
-@pytest.fixture(scope="module")
-def tiny_set(tmp_path_factory):
+def make_train_scenes(root) -> str:
     """One training scene of 22 frames (5 windows of 3 at interval 2), one test scene."""
-    root = tmp_path_factory.mktemp("synthetic")
     generate(root, layout="scannet", scenes=2, frames=22, height=128, width=128, seed=3,
              val=0, test=1, workers=1)
     return str(root)
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    return make_train_scenes(tmp_path_factory.mktemp("synthetic"))
 
 
 def _args(tiny_set, logdir, *extra):
