@@ -88,9 +88,9 @@ class _Graph:
 
     def __init__(self, fn: Callable, args: tuple):
         in_leaves: list = []
-        self.in_spec = flatten(args, in_leaves)
+        in_spec = flatten(args, in_leaves)
         self.inputs = [t.clone() for t in in_leaves]
-        static_args = unflatten(self.in_spec, iter(self.inputs))
+        static_args = unflatten(in_spec, iter(self.inputs))
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
