@@ -73,6 +73,17 @@ class DepthNetHybrid(nn.Module):
         loaded strictly when given; see models/factory.py."""
         return factory.from_options(cls, opts, state, source)
 
+    def use_inference_layers(self) -> None:
+        """Compute the same numbers (up to float rounding) with less work in eval mode, for
+        inference copies (models/inference.py; the weights are copied, so load them first):
+        the cost volume's pair convolution before the warp (``project_pair_conv``,
+        :func:`models.cost_volume.build_cost_volume_projected`) and ``dres2`` -> key, value
+        without 33-channel convolutions (:class:`models.hybrid_decoder.KeyValueHead`).
+        Training keeps the official layers (the pair convolution's batch-norm statistics).
+        """
+        self.project_pair_conv = True
+        self.CostRegNet.use_key_value_head()
+
     def compile_parts(self, backend: str = "inductor") -> None:
         """``torch.compile`` the :data:`COMPILED_PARTS` in place, for inference or training
         (parameter names, hence checkpoints, are unchanged)."""

@@ -98,20 +98,20 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 def prepare_for_inference(model: nn.Module, fold_bn: bool = True, compile: bool = False,
                           compile_backend: str = "inductor", cuda_graphs: bool = False
                           ) -> nn.Module:
-    """The model to run evaluation with: eval mode, the pair convolution of the cost volume
-    before the warp (``project_pair_conv``), optionally BN-folded and compiled.
+    """The model to run evaluation with: eval mode, optionally BN-folded, with the layers
+    that compute the same numbers with less work
+    (:meth:`models.depthnet.DepthNetHybrid.use_inference_layers`), optionally compiled.
 
-    ``compile`` wraps the model's parts in ``torch.compile``
-    (:meth:`models.depthnet.DepthNetHybrid.compile_parts`; on the folded copy, without
-    folding on ``model`` itself).
+    Always a copy: ``model`` (its state_dict, its checkpoints) is left as it was, in eval
+    mode. ``compile`` wraps the copy's parts in ``torch.compile``
+    (:meth:`models.depthnet.DepthNetHybrid.compile_parts`).
     ``cuda_graphs`` replays the per-frame features and the window decode from CUDA graphs
     (models/cuda_graphs.py; a CUDA model only).
     """
     model = model.eval()
-    if fold_bn:
-        model = fold_batchnorm(model)
-    if hasattr(model, "project_pair_conv"):
-        model.project_pair_conv = True  # models.cost_volume.build_cost_volume_projected
+    model = fold_batchnorm(model) if fold_bn else copy.deepcopy(model)
+    if hasattr(model, "use_inference_layers"):
+        model.use_inference_layers()
     if compile:
         model.compile_parts(compile_backend)
     if cuda_graphs:

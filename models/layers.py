@@ -41,6 +41,45 @@ class Conv3d(nn.Conv3d):
                 and self.groups == 1 and self.padding_mode == "zeros")
 
 
+@torch.no_grad()
+def conv_part(conv: nn.Conv3d, inputs: slice = slice(None), outputs: slice = slice(None),
+              bias: bool = True) -> Conv3d:
+    """A new :class:`Conv3d` computing ``conv``'s output channels ``outputs`` from its input
+    channels ``inputs`` alone (weights copied; the bias only when ``bias``).
+
+    A convolution over channel-concatenated inputs is the sum of such parts, one per input.
+    """
+    weight = conv.weight[outputs, inputs]
+    part = Conv3d(weight.shape[1], weight.shape[0], conv.kernel_size, stride=conv.stride,
+                  padding=conv.padding, dilation=conv.dilation,
+                  bias=bias and conv.bias is not None, device=weight.device, dtype=weight.dtype)
+    part.weight.copy_(weight)
+    if part.bias is not None:
+        part.bias.copy_(conv.bias[outputs])
+    return part.requires_grad_(conv.weight.requires_grad)
+
+
+@torch.no_grad()
+def stack_outputs(convs: list) -> Conv3d:
+    """One :class:`Conv3d` computing the outputs of ``convs`` (same input, same geometry),
+    stacked along the channels in order."""
+    first = convs[0]
+    geometry = lambda c: (c.in_channels, c.kernel_size, c.stride, c.padding, c.dilation,  # noqa: E731
+                          c.groups, c.padding_mode)
+    if any(geometry(c) != geometry(first) for c in convs):
+        raise ValueError("stack_outputs needs convolutions of the same input and geometry")
+    weight = torch.cat([c.weight for c in convs])
+    has_bias = [c.bias is not None for c in convs]
+    stacked = Conv3d(weight.shape[1], weight.shape[0], first.kernel_size, stride=first.stride,
+                     padding=first.padding, dilation=first.dilation, bias=any(has_bias),
+                     device=weight.device, dtype=weight.dtype)
+    stacked.weight.copy_(weight)
+    if stacked.bias is not None:
+        stacked.bias.copy_(torch.cat([c.bias if c.bias is not None
+                                      else weight.new_zeros(c.out_channels) for c in convs]))
+    return stacked.requires_grad_(first.weight.requires_grad)
+
+
 def conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int, pad: int, dilation: int = 1):
     """2D conv (no bias) + BatchNorm; a dilated conv pads by its dilation."""
     padding = dilation if dilation > 1 else pad
