@@ -152,14 +152,15 @@ def timed_windows(model, protocol, reps: int, warmup: int, args, timer, autocast
 def timed_train_steps(model, reps: int, warmup: int, args, device, timer, autocast) -> list:
     """Seconds of training steps (forward, loss, backward, clipping, Adam) on one window.
 
-    ``--fast true`` steps as training/trainer.py does; ``--fast false`` as the official
-    ``train_sample`` did, inside ``torch.autograd.set_detect_anomaly(True)``. Both with
-    cuDNN's autotuner on a GPU, as both trainers set it.
+    ``--fast true`` steps as training/trainer.py does (the model's fast layers on);
+    ``--fast false`` as the official ``train_sample`` did: the official layer order, inside
+    ``torch.autograd.set_detect_anomaly(True)``. Both with cuDNN's autotuner on a GPU, as
+    both trainers set it.
     """
     imgs, poses, K, sample = random_window(5, args.height, args.width, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    model.train()
+    model.use_fast_layers(args.fast).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=1e-6)
     seconds = []

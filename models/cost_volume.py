@@ -78,8 +78,8 @@ def build_cost_volume_projected(ref_feat_bchw: torch.Tensor, src_feats: list, sr
     Equal up to float rounding: warping commutes with a per-pixel linear map of the channels
     (every channel is sampled with the same bilinear weights, samples outside are 0) and the
     reference half is the same on every plane. So two 2D convolutions replace a 3D one over
-    twice the channels, and no pair volume is built. For inference: in training the
-    official order is kept (the batch-norm statistics of the pair convolution).
+    twice the channels, and no pair volume is built. In training the pair convolution's
+    batch norm (in ``finish``) normalises the same volume, hence with the same statistics.
 
     Args:
         finish: the rest of the fusion block, on ``[B, O, D, H, W]``.

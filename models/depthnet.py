@@ -52,8 +52,8 @@ class DepthNetHybrid(nn.Module):
         # Autocast dtype the model applies itself (None: float32, or the caller's autocast);
         # models/precision.py says which parts stay float32.
         self.amp_dtype = None
-        # Inference copies (models/inference.py) apply pre0's convolution before the warp.
-        self.project_pair_conv = False
+        # The same numbers with less work (use_fast_layers); off: the official layer order.
+        self.fast_layers = False
         self.register_buffer("depth_cands", depth_min + self.depth_interval * torch.arange(
             ndepths, dtype=torch.float32), persistent=False)
 
@@ -73,16 +73,16 @@ class DepthNetHybrid(nn.Module):
         loaded strictly when given; see models/factory.py."""
         return factory.from_options(cls, opts, state, source)
 
-    def use_inference_layers(self) -> None:
-        """Compute the same numbers (up to float rounding) with less work in eval mode, for
-        inference copies (models/inference.py; the weights are copied, so load them first):
-        the cost volume's pair convolution before the warp (``project_pair_conv``,
-        :func:`models.cost_volume.build_cost_volume_projected`) and ``dres2`` -> key, value
-        without 33-channel convolutions (:class:`models.hybrid_decoder.KeyValueHead`).
-        Training keeps the official layers (the pair convolution's batch-norm statistics).
-        """
-        self.project_pair_conv = True
-        self.CostRegNet.use_key_value_head()
+    def use_fast_layers(self, on: bool = True) -> "DepthNetHybrid":
+        """Compute the same numbers (up to float rounding, from the same parameters) with less
+        work, in training and inference: the cost volume's pair convolution before the warp
+        (:func:`models.cost_volume.build_cost_volume_projected`) and ``dres2`` -> key, value
+        without 33-channel convolutions (``DepthHybridDecoder.key_value``). Off, the model
+        runs the official layer order (what ``benchmark.py --fast false`` times). The
+        trainer and the inference copies (models/inference.py) turn it on."""
+        self.fast_layers = on
+        self.CostRegNet.split_key_value = on
+        return self
 
     def compile_parts(self, backend: str = "inductor") -> None:
         """``torch.compile`` the :data:`COMPILED_PARTS` in place, for inference or training
@@ -133,8 +133,8 @@ class DepthNetHybrid(nn.Module):
                     K_b33: torch.Tensor, depth_planes_bd: torch.Tensor) -> torch.Tensor:
         """The ``[B, 32, D, H/4, W/4]`` cost volume of frame ``i`` against ``i - 1``, ``i + 1``.
 
-        With ``project_pair_conv`` (inference copies, in eval mode) the fusion's first
-        convolution runs before the warp: the same volume up to rounding, with less work
+        With ``fast_layers`` the fusion's first convolution runs before the warp: the same
+        volume up to rounding, with less work
         (:func:`models.cost_volume.build_cost_volume_projected`).
         """
         sources = (i - 1, i + 1)
@@ -142,7 +142,7 @@ class DepthNetHybrid(nn.Module):
         exact = [relative_pose(world_T_cam_bn44[:, i].to(COORD_DTYPE),
                                world_T_cam_bn44[:, s].to(COORD_DTYPE)) for s in sources]
         srcs = [matching[s] for s in sources]
-        if self.training or not self.project_pair_conv:
+        if not self.fast_layers:
             return build_cost_volume(matching[i], srcs, poses, K_b33, depth_planes_bd, self.fuse_pair,
                                      exact)
         return build_cost_volume_projected(matching[i], srcs, poses, K_b33, depth_planes_bd,

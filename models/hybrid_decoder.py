@@ -18,8 +18,7 @@ from torch import nn
 
 from models import precision
 from models.est_transformer import EpipolarTransformer
-from models.layers import (Conv3d, ConvBlock, conv_bn_relu_3d, conv_bn_tanh_3d, conv_part,
-                           stack_outputs)
+from models.layers import Conv3d, ConvBlock, conv_bn_relu_3d, conv_bn_tanh_3d
 from models.memory import ESTMemory
 from utils.geometry import COORD_DTYPE, full_precision, warp_volume
 
@@ -96,8 +95,9 @@ class DepthHybridDecoder(nn.Module):
         self.value_layer = nn.Sequential(conv_bn_tanh_3d(c + 1, KEY_CHANNELS))
         self.stereo_head0 = self._stereo_head()
         self.stereo_head1 = self._stereo_head()
-        # Inference copies (models/inference.py) compute dres2 -> key, value with it.
-        self.key_value_head: Optional[KeyValueHead] = None
+        # dres2 -> key, value without 33-channel convolutions (key_value); set with the
+        # model's fast_layers.
+        self.split_key_value = False
 
     @staticmethod
     def _stereo_head():
@@ -117,15 +117,38 @@ class DepthHybridDecoder(nn.Module):
     def key_value(self, cost_ncdhw: torch.Tensor, context_ndhw: torch.Tensor):
         """Matching volume + context channel -> (key, value), each ``[N, 16, D, H, W]``."""
         matching = precision.run("cost_filter", lambda x: self.dres1(self.dres0(x)), cost_ncdhw)
-        if self.key_value_head is not None and not self.training:
-            return self.key_value_head(context_ndhw.unsqueeze(1), matching)
+        if self.split_key_value:
+            return self._stacked_key_value(self._split_dres2(context_ndhw.unsqueeze(1),
+                                                              matching))
         x = self.dres2(torch.cat([context_ndhw.unsqueeze(1), matching], dim=1))
         return self.key_layer(x), self.value_layer(x)
 
-    def use_key_value_head(self) -> None:
-        """Compute ``dres2`` -> key, value with a :class:`KeyValueHead` in eval mode (for
-        inference copies: the head copies the weights, so load them first)."""
-        self.key_value_head = KeyValueHead(self.dres2, self.key_layer, self.value_layer)
+    # dres2 convolves the 33 channels of (context, matching volume) stacked, and the key and
+    # value layers each convolve its 33-channel output; oneDNN runs 33 input channels about
+    # as slowly as 48 (and its backward more slowly still). The two methods below compute
+    # the same numbers up to float rounding (sums in another order) from the same
+    # parameters, so they train and load as the official layers do.
+    def _split_dres2(self, context_n1dhw: torch.Tensor, matching_ncdhw: torch.Tensor):
+        """``dres2(cat(context, matching))`` as the sum of a convolution of the matching
+        volume and one of the context channel: no 33-channel input, no stacked volume."""
+        conv, rest = self.dres2[0][0], self.dres2[0][1:]
+        x = conv.with_weights(matching_ncdhw, conv.weight[:, 1:], conv.bias)
+        # The context's part in output blocks of 32: oneDNN runs one input channel to 33
+        # outputs 3-6x slower than to 32 plus to 1 (batch 3, one thread).
+        for start in range(0, conv.out_channels, MATCHING_CHANNELS):
+            block = slice(start, start + MATCHING_CHANNELS)
+            x[:, block] += conv.with_weights(context_n1dhw, conv.weight[block, :1])
+        return rest(x)
+
+    def _stacked_key_value(self, x_ncdhw: torch.Tensor):
+        """``key_layer(x), value_layer(x)`` with one convolution, the outputs stacked."""
+        key, value = self.key_layer[0], self.value_layer[0]
+        weight = torch.cat([key[0].weight, value[0].weight])
+        biases = [c.bias if c.bias is not None else c.weight.new_zeros(c.out_channels)
+                  for c in (key[0], value[0])]
+        bias = None if key[0].bias is None and value[0].bias is None else torch.cat(biases)
+        kv = key[0].with_weights(x_ncdhw, weight, bias)
+        return key[1:](kv[:, :KEY_CHANNELS]), value[1:](kv[:, KEY_CHANNELS:])
 
     def fuse_views(self, views: ESTMemory, num_targets: int, K_b33: torch.Tensor,
                    depth_min: float, depth_interval: float):
@@ -220,47 +243,6 @@ class DepthHybridDecoder(nn.Module):
         handed_on = ESTMemory(views.keys_bcdhw[num - 1:num], views.values_bcdhw[num - 1:num],
                               views.world_T_cam_b44[-1:])
         return outputs, handed_on.detached()
-
-
-class KeyValueHead(nn.Module):
-    """``dres2`` followed by ``key_layer`` and ``value_layer``, with less work (inference).
-
-    ``dres2`` convolves the 33 channels of (context, matching volume) stacked, and the key
-    and value layers each convolve its 33-channel output. oneDNN (and cuDNN) run 33 input
-    channels about as slowly as 48, so: ``dres2``'s convolution is the sum of one over the
-    matching volume and one over the context channel (no 33-channel input, no concatenated
-    volume), and key and value are one convolution with their 16 + 16 output channels
-    stacked. The same numbers up to float rounding (sums in another order).
-    """
-
-    def __init__(self, dres2: nn.Sequential, key_layer: nn.Sequential,
-                 value_layer: nn.Sequential):
-        super().__init__()
-        conv = dres2[0][0]
-        self.matching_conv = conv_part(conv, inputs=slice(1, None))
-        # The context channel's part in output blocks of 32: oneDNN runs one input channel
-        # to 33 outputs 3-6x slower than to 32 plus to 1 (batch 3, one thread).
-        self.context_blocks = [slice(i, i + MATCHING_CHANNELS)
-                               for i in range(0, conv.out_channels, MATCHING_CHANNELS)]
-        self.context_convs = nn.ModuleList(
-            conv_part(conv, inputs=slice(0, 1), outputs=block, bias=False)
-            for block in self.context_blocks)
-        self.dres2_rest = dres2[0][1:]  # batch norm (or Identity once folded), ReLU
-        self.key_value_conv = stack_outputs([key_layer[0][0], value_layer[0][0]])
-        # Out of place: a key must not be a view of the stacked output, which the EST
-        # memory would then keep alive twice over.
-        self.key_rest = nn.Sequential(*[nn.ReLU() if isinstance(m, nn.ReLU) else m
-                                        for m in key_layer[0][1:]])
-        self.value_rest = value_layer[0][1:]
-
-    def forward(self, context_n1dhw: torch.Tensor, matching_ncdhw: torch.Tensor):
-        """(key, value), each ``[N, 16, D, H, W]``, as ``DepthHybridDecoder.key_value``."""
-        x = self.matching_conv(matching_ncdhw)
-        for block, conv in zip(self.context_blocks, self.context_convs):
-            x[:, block] += conv(context_n1dhw)
-        x = self.dres2_rest(x)
-        kv = self.key_value_conv(x)
-        return self.key_rest(kv[:, :KEY_CHANNELS]), self.value_rest(kv[:, KEY_CHANNELS:])
 
 
 def head_logits(stereo_head: nn.Sequential, value_ncdhw: torch.Tensor) -> torch.Tensor:

@@ -100,7 +100,7 @@ def prepare_for_inference(model: nn.Module, fold_bn: bool = True, compile: bool 
                           ) -> nn.Module:
     """The model to run evaluation with: eval mode, optionally BN-folded, with the layers
     that compute the same numbers with less work
-    (:meth:`models.depthnet.DepthNetHybrid.use_inference_layers`), optionally compiled.
+    (:meth:`models.depthnet.DepthNetHybrid.use_fast_layers`), optionally compiled.
 
     Always a copy: ``model`` (its state_dict, its checkpoints) is left as it was, in eval
     mode. ``compile`` wraps the copy's parts in ``torch.compile``
@@ -110,8 +110,8 @@ def prepare_for_inference(model: nn.Module, fold_bn: bool = True, compile: bool 
     """
     model = model.eval()
     model = fold_batchnorm(model) if fold_bn else copy.deepcopy(model)
-    if hasattr(model, "use_inference_layers"):
-        model.use_inference_layers()
+    if hasattr(model, "use_fast_layers"):
+        model.use_fast_layers()
     if compile:
         model.compile_parts(compile_backend)
     if cuda_graphs:

@@ -21,16 +21,23 @@ class Conv3d(nn.Conv3d):
     NAIVE_KERNEL_LIMIT = 20480
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.with_weights(x, self.weight, self.bias)
+
+    def with_weights(self, x: torch.Tensor, weight: torch.Tensor,
+                     bias: torch.Tensor | None = None) -> torch.Tensor:
+        """This convolution (kernel, stride, padding) with other weights ``[O, C, k, k, k]``,
+        e.g. a slice of its own: a convolution over channel-stacked inputs is the sum of the
+        convolutions of each input with its slice of the weight."""
         if not self._runs_naive_kernel(x):
-            return super().forward(x)
+            return self._conv_forward(x, weight, bias)
         n, c, d, h, w = x.shape
-        k = self.kernel_size[0]
+        k, out = self.kernel_size[0], weight.shape[0]
         padded = F.pad(x, (0, 0, 0, 0, k // 2, k // 2))
         slices = torch.stack([padded[:, :, i:i + d] for i in range(k)], dim=1)  # N,k,C,D,H,W
         slices = slices.permute(0, 3, 1, 2, 4, 5).reshape(n * d, k * c, h, w)
-        weight = self.weight.permute(0, 2, 1, 3, 4).reshape(self.out_channels, k * c, k, k)
-        y = F.conv2d(slices, weight, self.bias, padding=k // 2)
-        return y.view(n, d, self.out_channels, h, w).transpose(1, 2).contiguous()
+        weight = weight.permute(0, 2, 1, 3, 4).reshape(out, k * c, k, k)
+        y = F.conv2d(slices, weight, bias, padding=k // 2)
+        return y.view(n, d, out, h, w).transpose(1, 2).contiguous()
 
     def _runs_naive_kernel(self, x: torch.Tensor) -> bool:
         k = self.kernel_size
@@ -39,45 +46,6 @@ class Conv3d(nn.Conv3d):
                 and k[0] == k[1] == k[2] and k[0] % 2 == 1 and self.padding == (k[0] // 2,) * 3
                 and self.stride == (1, 1, 1) and self.dilation == (1, 1, 1)
                 and self.groups == 1 and self.padding_mode == "zeros")
-
-
-@torch.no_grad()
-def conv_part(conv: nn.Conv3d, inputs: slice = slice(None), outputs: slice = slice(None),
-              bias: bool = True) -> Conv3d:
-    """A new :class:`Conv3d` computing ``conv``'s output channels ``outputs`` from its input
-    channels ``inputs`` alone (weights copied; the bias only when ``bias``).
-
-    A convolution over channel-concatenated inputs is the sum of such parts, one per input.
-    """
-    weight = conv.weight[outputs, inputs]
-    part = Conv3d(weight.shape[1], weight.shape[0], conv.kernel_size, stride=conv.stride,
-                  padding=conv.padding, dilation=conv.dilation,
-                  bias=bias and conv.bias is not None, device=weight.device, dtype=weight.dtype)
-    part.weight.copy_(weight)
-    if part.bias is not None:
-        part.bias.copy_(conv.bias[outputs])
-    return part.requires_grad_(conv.weight.requires_grad)
-
-
-@torch.no_grad()
-def stack_outputs(convs: list) -> Conv3d:
-    """One :class:`Conv3d` computing the outputs of ``convs`` (same input, same geometry),
-    stacked along the channels in order."""
-    first = convs[0]
-    geometry = lambda c: (c.in_channels, c.kernel_size, c.stride, c.padding, c.dilation,  # noqa: E731
-                          c.groups, c.padding_mode)
-    if any(geometry(c) != geometry(first) for c in convs):
-        raise ValueError("stack_outputs needs convolutions of the same input and geometry")
-    weight = torch.cat([c.weight for c in convs])
-    has_bias = [c.bias is not None for c in convs]
-    stacked = Conv3d(weight.shape[1], weight.shape[0], first.kernel_size, stride=first.stride,
-                     padding=first.padding, dilation=first.dilation, bias=any(has_bias),
-                     device=weight.device, dtype=weight.dtype)
-    stacked.weight.copy_(weight)
-    if stacked.bias is not None:
-        stacked.bias.copy_(torch.cat([c.bias if c.bias is not None
-                                      else weight.new_zeros(c.out_channels) for c in convs]))
-    return stacked.requires_grad_(first.weight.requires_grad)
 
 
 def conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int, pad: int, dilation: int = 1):

@@ -12,6 +12,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
+import torch
+
 
 @dataclass
 class ESTMemory:
@@ -60,9 +62,12 @@ class ESTMemory:
 
     def detached(self) -> "ESTMemory":
         """Detached float32 copies of the volumes (what a window hands on; float32 even
-        under autocast, a no-op in float32)."""
-        return ESTMemory([k.detach().float() for k in self.keys_bcdhw],
-                         [v.detach().float() for v in self.values_bcdhw],
+        under autocast). Copies, also in float32: a volume may be a view into a window's
+        larger tensor (all its targets, or keys and values stacked), which the memory
+        would otherwise keep alive."""
+        copy = lambda x: x.detach().to(torch.float32, copy=True)  # noqa: E731
+        return ESTMemory([copy(k) for k in self.keys_bcdhw],
+                         [copy(v) for v in self.values_bcdhw],
                          list(self.world_T_cam_b44))
 
 

@@ -53,8 +53,9 @@ def test_projected_cost_volume_equals_the_official_order(fold):
     assert (got - want).abs().max().item() <= 1e-5 * want.abs().max().item()
 
 
-def test_inference_copies_use_the_projected_order_and_training_the_official_one(
-        monkeypatch):
+def test_fast_layers_choose_the_projected_order(monkeypatch):
+    """The model runs the official order unless its fast layers are on (the trainer and the
+    inference copies turn them on), in training as in inference."""
     import models.depthnet as depthnet
 
     calls = []
@@ -71,5 +72,28 @@ def test_inference_copies_use_the_projected_order_and_training_the_official_one(
         volume(model)  # the official forward in eval mode: the official order
         volume(prepare_for_inference(model, fold_bn=True))
         volume(model.train())
-    assert calls == ["build_cost_volume", "build_cost_volume_projected", "build_cost_volume"]
-    assert model.project_pair_conv is False
+        volume(model.use_fast_layers())
+    assert calls == ["build_cost_volume", "build_cost_volume_projected", "build_cost_volume",
+                     "build_cost_volume_projected"]
+
+
+def test_projected_order_trains_as_the_official_one():
+    """In training mode (batch statistics of the pair convolution's batch norm) the projected
+    order gives the same volume and the same gradients."""
+    torch.manual_seed(0)
+    feats, _, K, _ = _views()
+    poses = torch.eye(4).repeat(1, 3, 1, 1)
+    poses[0, :, 0, 3] = torch.tensor([0.0, -0.3, 0.3])
+    runs = []
+    for fast in (False, True):
+        model = _model(fold=False).train().use_fast_layers(fast)
+        leaves = [f.clone().requires_grad_() for f in feats]
+        volume = model.cost_volume(leaves, 1, poses, K, model.depth_cands[None])
+        volume.square().mean().backward()
+        grads = [f.grad for f in leaves] + [model.pre0[0].weight.grad, model.pre1[0].weight.grad]
+        runs.append((volume.detach(), grads, model.pre0[1].running_mean.clone()))
+    (v0, g0, m0), (v1, g1, m1) = runs
+    assert (v1 - v0).abs().max().item() <= 1e-5 * v0.abs().max().item()
+    torch.testing.assert_close(m1, m0, atol=1e-6, rtol=1e-5)
+    for a, b in zip(g1, g0):
+        assert (a - b).abs().max().item() <= 1e-4 * b.abs().max().item()

@@ -74,6 +74,13 @@ def test_sync_bn_on_cpu_is_refused_clearly():
         train_hybrid.build_model(args.model, args.train, env)
 
 
+def test_the_trained_model_runs_the_fast_layers():
+    args = load_config("train", ["--device", "cpu", "--resnet", "18", "--ndepths", "4"])
+    env = dist_utils.DistEnv(0, 0, 1, torch.device("cpu"))
+    model = train_hybrid.build_model(args.model, args.train, env)
+    assert model.fast_layers and model.CostRegNet.split_key_value
+
+
 def test_apex_options_map_to_native_equivalents():
     def parse(*argv):
         return load_config("train", list(argv))

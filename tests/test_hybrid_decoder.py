@@ -1,4 +1,6 @@
-"""The hybrid decoder (models/hybrid_decoder.py): the inference copies' key/value head."""
+"""The hybrid decoder (models/hybrid_decoder.py): dres2 -> key, value without 33-channel
+convolutions (the model's fast layers) equals the official layers, in inference and
+training."""
 
 import pytest
 import torch
@@ -7,7 +9,7 @@ from models import DepthNetHybrid
 from models.inference import fold_batchnorm, prepare_for_inference
 
 
-def _model(fold: bool) -> DepthNetHybrid:
+def _model(fold: bool = False) -> DepthNetHybrid:
     """Eval mode, batch norms with non-trivial running statistics, optionally folded."""
     torch.manual_seed(0)
     model = DepthNetHybrid(ndepths=8, depth_min=0.5, depth_max=5.0, resnet=18)
@@ -25,38 +27,55 @@ def _volumes(batch: int, seed: int = 0):
                                                                        generator=g)
 
 
+def _close(got, want, rel=1e-5):
+    assert got.shape == want.shape
+    assert (got - want).abs().max().item() <= rel * want.abs().max().item()
+
+
 @pytest.mark.parametrize("fold", [False, True], ids=["batch-norm", "folded"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_key_value_head_equals_the_official_layers(fold, batch):
+def test_split_key_value_equals_the_official_layers(fold, batch):
     decoder = _model(fold).CostRegNet
     cost, context = _volumes(batch)
     with torch.no_grad():
         want = decoder.key_value(cost, context)
-        decoder.use_key_value_head()
+        decoder.split_key_value = True
         got = decoder.key_value(cost, context)
     for g, w in zip(got, want):
-        assert g.shape == w.shape == (batch, 16, 8, 16, 20)
-        assert (g - w).abs().max().item() <= 1e-5 * w.abs().max().item()
+        assert w.shape == (batch, 16, 8, 16, 20)
+        _close(g, w)
 
 
-def test_inference_copies_use_the_head_and_the_model_stays_official(monkeypatch):
-    from models.hybrid_decoder import KeyValueHead
+def test_split_key_value_trains_as_the_official_layers():
+    """Batch statistics, running statistics and gradients (of the inputs and of every
+    parameter involved) agree."""
+    runs = []
+    for split in (False, True):
+        decoder = _model().CostRegNet.train()
+        decoder.split_key_value = split
+        cost, context = (v.requires_grad_() for v in _volumes(3))
+        key, value = decoder.key_value(cost, context)
+        (key.square().mean() + value.mean()).backward()
+        params = [decoder.dres2[0][0].weight, decoder.key_layer[0][0].weight,
+                  decoder.value_layer[0][0].weight, decoder.dres2[0][1].weight]
+        runs.append(([key, value], [cost.grad, context.grad] + [p.grad for p in params],
+                     decoder.dres2[0][1].running_var.clone()))
+    (out0, grads0, var0), (out1, grads1, var1) = runs
+    for g, w in zip(out1, out0):
+        _close(g.detach(), w.detach())
+    torch.testing.assert_close(var1, var0, atol=1e-6, rtol=1e-5)
+    for g, w in zip(grads1, grads0):
+        _close(g, w, rel=1e-4)
 
-    calls = []
-    real = KeyValueHead.forward
-    monkeypatch.setattr(KeyValueHead, "forward",
-                        lambda self, *a: calls.append("head") or real(self, *a))
-    model = _model(fold=False)
+
+def test_fast_layers_switch_the_split_and_the_model_given_stays_official():
+    model = _model()
     keys = set(model.state_dict())
-    cost, context = _volumes(1)
-    for fold_bn in (True, False):
-        copy = prepare_for_inference(model, fold_bn=fold_bn)
-        with torch.no_grad():
-            copy.CostRegNet.key_value(cost, context)
-    assert calls == ["head", "head"]
-    copy.train()  # the unfolded copy may train: with the official layers
-    copy.CostRegNet.key_value(cost, context)
-    assert calls == ["head", "head"]
-    # The model given is left as it was: no head, official state_dict, official order.
-    assert model.CostRegNet.key_value_head is None and model.project_pair_conv is False
-    assert set(model.state_dict()) == keys
+    copy = prepare_for_inference(model, fold_bn=False)
+    assert copy.fast_layers and copy.CostRegNet.split_key_value
+    assert not model.fast_layers and not model.CostRegNet.split_key_value
+    assert set(model.state_dict()) == set(copy.state_dict()) == keys
+    model.use_fast_layers()
+    assert model.CostRegNet.split_key_value
+    model.use_fast_layers(False)
+    assert not model.fast_layers and not model.CostRegNet.split_key_value

@@ -45,3 +45,16 @@ def test_buffer_keeps_the_newest_view_of_the_last_windows():
     assert [p[0, 0, 0].item() for p in poses] == [2.0, 3.0]
     buffer.reset()
     assert buffer.memory() is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_detached_volumes_are_float32_copies_of_their_own(dtype):
+    """A handed-on volume may be a view into a window's larger tensor (all targets, or
+    keys and values stacked): the memory keeps a compact copy, not the whole tensor."""
+    stacked = torch.randn(3, 4, 2, 2, 2, dtype=dtype, requires_grad=True)
+    memory = ESTMemory([stacked[2:3, :2]], [stacked[2:3, 2:]], [torch.eye(4)[None]]).detached()
+    for volume, want in ((memory.keys_bcdhw[0], stacked[2:3, :2]),
+                         (memory.values_bcdhw[0], stacked[2:3, 2:])):
+        assert volume.dtype == torch.float32 and not volume.requires_grad
+        assert volume.untyped_storage().nbytes() == volume.numel() * 4
+        assert torch.equal(volume, want.detach().float())

@@ -37,8 +37,10 @@ def _assert_outputs_match(outputs: dict, expected: dict, where: str):
         assert err <= tol, f"{where} {key_str}: max abs error {err:.2e} > {tol:.0e}"
 
 
-def test_train_forward_loss_and_gradient(reference):
-    model = _model(reference, train=True)
+@pytest.mark.parametrize("fast_layers", [False, True], ids=["official-layers", "fast-layers"])
+def test_train_forward_loss_and_gradient(reference, fast_layers):
+    """The official layer order, and the trainer's (the same numbers with less work)."""
+    model = _model(reference, train=True).use_fast_layers(fast_layers)
     imgs, poses, intr, sample = _frames(reference, 0, 4)
     outputs, losses = model(imgs, poses, intr, sample, mode="train")
     _assert_outputs_match(outputs, reference["train"]["outputs"], "train")

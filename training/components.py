@@ -134,10 +134,11 @@ def freeze(model: DepthNetHybrid, opts: TrainOptions) -> None:
 
 def build_model(model_opts: ModelOptions, opts: TrainOptions,
                 env: dist_utils.DistEnv) -> torch.nn.Module:
-    """The model to train on ``env.device``: built from ``model_opts``, frozen where
-    :func:`freeze` says, with SyncBatchNorm for ``--sync_bn``, its parts compiled for
-    ``--compile``."""
-    model = DepthNetHybrid.from_options(model_opts)
+    """The model to train on ``env.device``: built from ``model_opts``, its fast layers on
+    (:meth:`models.depthnet.DepthNetHybrid.use_fast_layers`: the same numbers with less
+    work), frozen where :func:`freeze` says, with SyncBatchNorm for ``--sync_bn``, its parts
+    compiled for ``--compile``."""
+    model = DepthNetHybrid.from_options(model_opts).use_fast_layers()
     freeze(model, opts)
     model = model.to(env.device)
     if opts.sync_bn:
