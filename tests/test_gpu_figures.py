@@ -1,0 +1,41 @@
+"""tools/gpu_figures.py: the prepared GPU run (its steps parse, its summary, its refusals)."""
+
+import json
+
+import pytest
+import torch
+
+from tools import gpu_figures
+from utils.config import load_config
+
+
+def test_every_step_is_a_valid_benchmark_command(tmp_path):
+    for name, args, limit in gpu_figures.STEPS:
+        parsed = load_config("benchmark", gpu_figures.benchmark_argv(args, tmp_path, name))
+        assert parsed.device == "cuda" and parsed.out == str(tmp_path / f"{name}.json")
+        assert 0 < limit <= 600  # one device call runs at most 10 minutes
+
+
+def test_summary_gives_medians_and_ratios_to_the_official_step(tmp_path):
+    def write(name, median_s, **extra):
+        timings = {"train_step": {"median_s": median_s}}
+        (tmp_path / f"{name}.json").write_text(json.dumps({"timings": timings, **extra}))
+
+    write("train_official", 0.28)
+    write("train_fp16", 0.14, train_peak_gpu_memory_gib=6.5)
+    lines = gpu_figures.summary(tmp_path)
+    assert "train_official: train_step 280.0 ms (1.00x official)" in lines
+    assert "train_fp16: train_step 140.0 ms (2.00x official), train_peak_gpu_memory_gib 6.50" \
+        in lines
+    assert "train_bf16: no result (see log.txt)" in lines
+
+
+def test_unknown_steps_are_refused(tmp_path):
+    with pytest.raises(SystemExit, match="unknown steps"):
+        gpu_figures.main(["--out", str(tmp_path), "--only", "train_fp8"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
+def test_without_a_gpu_it_says_so(tmp_path):
+    with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+        gpu_figures.main(["--out", str(tmp_path)])
