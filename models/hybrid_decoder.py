@@ -131,14 +131,14 @@ class DepthHybridDecoder(nn.Module):
     def _split_dres2(self, context_n1dhw: torch.Tensor, matching_ncdhw: torch.Tensor):
         """``dres2(cat(context, matching))`` as the sum of a convolution of the matching
         volume and one of the context channel: no 33-channel input, no stacked volume."""
-        conv, rest = self.dres2[0][0], self.dres2[0][1:]
+        conv = self.dres2[0][0]
         x = conv.with_weights(matching_ncdhw, conv.weight[:, 1:], conv.bias)
         # The context's part in output blocks of 32: oneDNN runs one input channel to 33
         # outputs 3-6x slower than to 32 plus to 1 (batch 3, one thread).
         for start in range(0, conv.out_channels, MATCHING_CHANNELS):
             block = slice(start, start + MATCHING_CHANNELS)
             x[:, block] += conv.with_weights(context_n1dhw, conv.weight[block, :1])
-        return rest(x)
+        return _after_conv(self.dres2[0], x)
 
     def _stacked_key_value(self, x_ncdhw: torch.Tensor):
         """``key_layer(x), value_layer(x)`` with one convolution, the outputs stacked."""
@@ -148,7 +148,7 @@ class DepthHybridDecoder(nn.Module):
                   for c in (key[0], value[0])]
         bias = None if key[0].bias is None and value[0].bias is None else torch.cat(biases)
         kv = key[0].with_weights(x_ncdhw, weight, bias)
-        return key[1:](kv[:, :KEY_CHANNELS]), value[1:](kv[:, KEY_CHANNELS:])
+        return _after_conv(key, kv[:, :KEY_CHANNELS]), _after_conv(value, kv[:, KEY_CHANNELS:])
 
     def fuse_views(self, views: ESTMemory, num_targets: int, K_b33: torch.Tensor,
                    depth_min: float, depth_interval: float):
@@ -243,6 +243,14 @@ class DepthHybridDecoder(nn.Module):
         handed_on = ESTMemory(views.keys_bcdhw[num - 1:num], views.values_bcdhw[num - 1:num],
                               views.world_T_cam_b44[-1:])
         return outputs, handed_on.detached()
+
+
+def _after_conv(block: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """The layers of a conv block after its convolution (norm, activation) applied to ``x``
+    (without slicing the Sequential, which builds a new module on every call)."""
+    for layer in list(block)[1:]:
+        x = layer(x)
+    return x
 
 
 def head_logits(stereo_head: nn.Sequential, value_ncdhw: torch.Tensor) -> torch.Tensor:

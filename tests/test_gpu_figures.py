@@ -39,3 +39,11 @@ def test_unknown_steps_are_refused(tmp_path):
 def test_without_a_gpu_it_says_so(tmp_path):
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
         gpu_figures.main(["--out", str(tmp_path)])
+
+
+def test_a_step_logs_its_output_and_a_step_past_its_limit_reads_124(tmp_path):
+    log = tmp_path / "log.txt"
+    assert gpu_figures.run(["-c", "print('step output')"], 60, log) == 0
+    assert gpu_figures.run(["-c", "import time; time.sleep(30)"], 1, log) == 124
+    text = log.read_text()
+    assert "step output" in text and "== rc 0" in text and "== rc 124" in text
