@@ -22,7 +22,9 @@ def _views(seed: int = 0):
     return feats, src_T_refs, K, planes
 
 
-def _model(fold: bool) -> DepthNetHybrid:
+def small_eval_model(fold: bool = False) -> DepthNetHybrid:
+    """Eval mode, batch norms with non-trivial running statistics, optionally folded (also
+    for tests/test_hybrid_decoder.py)."""
     torch.manual_seed(0)
     model = DepthNetHybrid(ndepths=8, depth_min=0.5, depth_max=5.0, resnet=18)
     for m in model.modules():
@@ -43,7 +45,7 @@ def test_split_pair_conv_halves_the_weight_reference_first():
 
 @pytest.mark.parametrize("fold", [False, True], ids=["batch-norm", "folded"])
 def test_projected_cost_volume_equals_the_official_order(fold):
-    model = _model(fold)  # eval mode: batch norm with its running statistics, or folded
+    model = small_eval_model(fold)  # eval mode: batch norm with its running statistics, or folded
     feats, src_T_refs, K, planes = _views()
     with torch.no_grad():
         want = build_cost_volume(feats[0], feats[1:], src_T_refs, K, planes, model.fuse_pair)
@@ -63,7 +65,7 @@ def test_fast_layers_choose_the_projected_order(monkeypatch):
         real = getattr(depthnet, name)
         monkeypatch.setattr(depthnet, name,
                             lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
-    model = _model(fold=False)
+    model = small_eval_model()
     feats, _, K, _ = _views()
     poses = torch.eye(4).repeat(1, 3, 1, 1)
     poses[0, :, 0, 3] = torch.tensor([0.0, -0.3, 0.3])
@@ -86,7 +88,7 @@ def test_projected_order_trains_as_the_official_one():
     poses[0, :, 0, 3] = torch.tensor([0.0, -0.3, 0.3])
     runs = []
     for fast in (False, True):
-        model = _model(fold=False).train().use_fast_layers(fast)
+        model = small_eval_model().train().use_fast_layers(fast)
         leaves = [f.clone().requires_grad_() for f in feats]
         volume = model.cost_volume(leaves, 1, poses, K, model.depth_cands[None])
         volume.square().mean().backward()

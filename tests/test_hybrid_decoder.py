@@ -5,20 +5,8 @@ training."""
 import pytest
 import torch
 
-from models import DepthNetHybrid
-from models.inference import fold_batchnorm, prepare_for_inference
-
-
-def _model(fold: bool = False) -> DepthNetHybrid:
-    """Eval mode, batch norms with non-trivial running statistics, optionally folded."""
-    torch.manual_seed(0)
-    model = DepthNetHybrid(ndepths=8, depth_min=0.5, depth_max=5.0, resnet=18)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm3d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
-    model.eval()
-    return fold_batchnorm(model) if fold else model
+from models.inference import prepare_for_inference
+from tests.test_cost_volume import small_eval_model
 
 
 def _volumes(batch: int, seed: int = 0):
@@ -35,7 +23,7 @@ def _close(got, want, rel=1e-5):
 @pytest.mark.parametrize("fold", [False, True], ids=["batch-norm", "folded"])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_split_key_value_equals_the_official_layers(fold, batch):
-    decoder = _model(fold).CostRegNet
+    decoder = small_eval_model(fold).CostRegNet
     cost, context = _volumes(batch)
     with torch.no_grad():
         want = decoder.key_value(cost, context)
@@ -51,7 +39,7 @@ def test_split_key_value_trains_as_the_official_layers():
     parameter involved) agree."""
     runs = []
     for split in (False, True):
-        decoder = _model().CostRegNet.train()
+        decoder = small_eval_model().CostRegNet.train()
         decoder.split_key_value = split
         cost, context = (v.requires_grad_() for v in _volumes(3))
         key, value = decoder.key_value(cost, context)
@@ -69,7 +57,7 @@ def test_split_key_value_trains_as_the_official_layers():
 
 
 def test_fast_layers_switch_the_split_and_the_model_given_stays_official():
-    model = _model()
+    model = small_eval_model()
     keys = set(model.state_dict())
     copy = prepare_for_inference(model, fold_bn=False)
     assert copy.fast_layers and copy.CostRegNet.split_key_value
