@@ -47,3 +47,17 @@ def test_a_step_logs_its_output_and_a_step_past_its_limit_reads_124(tmp_path):
     assert gpu_figures.run(["-c", "import time; time.sleep(30)"], 1, log) == 124
     text = log.read_text()
     assert "step output" in text and "== rc 0" in text and "== rc 124" in text
+
+
+def test_summary_reads_what_benchmark_writes(tmp_path):
+    """The real JSON of benchmark.py (tiny, on the CPU), not a hand-made one."""
+    import benchmark
+    from tests.test_benchmark import TINY
+
+    for name in ("train_official", "train_fp32"):
+        fast = "false" if name == "train_official" else "true"
+        benchmark.main(TINY + ["--measure", "train", "--fast", fast,
+                               "--out", str(tmp_path / f"{name}.json")])
+    lines = gpu_figures.summary(tmp_path)
+    assert lines[0].startswith("train_official: train_step ") and "1.00x official" in lines[0]
+    assert lines[1].startswith("train_fp32: train_step ") and "x official" in lines[1]
