@@ -33,6 +33,7 @@ from datasets.captures import open_capture
 from datasets.io import read_depth
 from datasets.prefetch import prefetched
 from models import DepthNetHybrid
+from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
 from utils import fusion
 from utils import metrics as metrics_mod
@@ -68,11 +69,15 @@ def make_protocol(opts: PredictOptions):
 
 
 def make_model(args, device: torch.device) -> DepthNetHybrid:
-    """The checkpoint's model, or a randomly initialised one (with a loud warning)."""
+    """The checkpoint's model, or a randomly initialised one (with a loud warning), as the
+    evaluation runs it: an inference copy (batch norm folded, the fast layers; the same
+    numbers up to float rounding, see models/inference.py)."""
     if args.loadckpt:
-        return build_model(args, device)
-    torch.manual_seed(args.seed)
-    return DepthNetHybrid.from_options(args.model).to(device).eval()
+        model = build_model(args, device)
+    else:
+        torch.manual_seed(args.seed)
+        model = DepthNetHybrid.from_options(args.model).to(device)
+    return prepare_for_inference(model)
 
 
 def run_identity(args, seq) -> tuple[str, dict]:

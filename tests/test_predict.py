@@ -123,3 +123,13 @@ def test_predict_joint_mode(redkitchen, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out" / "depth").iterdir()) == \
         ["000157.png", "000164.png", "000171.png"]
     assert not (tmp_path / "out" / "preview").exists()
+
+
+def test_predict_runs_the_evaluation_inference_copy():
+    """Folded batch norm and the fast layers, as eval_hybrid*.py run the model."""
+    import torch
+
+    from utils.config import load_config
+
+    model = predict.make_model(load_config("predict", TINY), torch.device("cpu"))
+    assert model.fast_layers and model.folded_batchnorms > 0 and not model.training
