@@ -167,9 +167,9 @@ def timed_train_steps(model, reps: int, warmup: int, args, device, timer, autoca
     for k in range(warmup + reps):
         start = timer.now()
         optimizer.zero_grad(set_to_none=True)
-        with torch.autograd.set_detect_anomaly(not args.fast), autocast():
-            _, losses = model(imgs, poses, K, sample, mode="train")
         with torch.autograd.set_detect_anomaly(not args.fast):
+            with autocast():
+                _, losses = model(imgs, poses, K, sample, mode="train")
             losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, 10.0)
         optimizer.step()
@@ -367,7 +367,7 @@ def main(argv=None) -> dict:
     model = DepthNetHybrid.from_options(args.model).to(device)
     infer_model = prepare_for_inference(model, fold_bn=args.fast, compile=args.compile,
                                         cuda_graphs=args.cuda_graphs) \
-        if (args.fast or args.compile or args.cuda_graphs) else model.eval()
+        if (args.fast or args.compile) else model.eval()  # --cuda_graphs needs --fast
     timer = Timer(device, args.cpu_time)
 
     def autocast():

@@ -143,8 +143,8 @@ class DepthNetHybrid(nn.Module):
                                world_T_cam_bn44[:, s].to(COORD_DTYPE)) for s in sources]
         srcs = [matching[s] for s in sources]
         if not self.fast_layers:
-            return build_cost_volume(matching[i], srcs, poses, K_b33, depth_planes_bd, self.fuse_pair,
-                                     exact)
+            return build_cost_volume(matching[i], srcs, poses, K_b33, depth_planes_bd,
+                                     self.fuse_pair, exact)
         return build_cost_volume_projected(matching[i], srcs, poses, K_b33, depth_planes_bd,
                                            *self._projected_fusion(), exact)
 

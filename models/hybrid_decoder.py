@@ -144,9 +144,10 @@ class DepthHybridDecoder(nn.Module):
         """``key_layer(x), value_layer(x)`` with one convolution, the outputs stacked."""
         key, value = self.key_layer[0], self.value_layer[0]
         weight = torch.cat([key[0].weight, value[0].weight])
-        biases = [c.bias if c.bias is not None else c.weight.new_zeros(c.out_channels)
-                  for c in (key[0], value[0])]
-        bias = None if key[0].bias is None and value[0].bias is None else torch.cat(biases)
+        bias = None  # the official layers have none; folded batch norm gives both one
+        if key[0].bias is not None or value[0].bias is not None:
+            bias = torch.cat([c.bias if c.bias is not None else c.weight.new_zeros(
+                c.out_channels) for c in (key[0], value[0])])
         kv = key[0].with_weights(x_ncdhw, weight, bias)
         return _after_conv(key, kv[:, :KEY_CHANNELS]), _after_conv(value, kv[:, KEY_CHANNELS:])
 

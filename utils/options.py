@@ -272,9 +272,9 @@ class BenchmarkOptions:
     measure: str = opt("estm,joint,train", "what to time: any of estm, joint, train (empty: "
                        "none)")
     fast: bool = opt(True, "inference as the evaluation runs it (per-frame feature cache + "
-                     "folded batch norm) and training steps as ours (false: the official "
-                     "per-window forward; training steps under anomaly detection, as the "
-                     "official train_sample)")
+                     "folded batch norm + fast layers) and training steps as ours (false: the "
+                     "official per-window forward in the official layer order; training "
+                     "steps under anomaly detection, as the official train_sample)")
     compile: bool = opt(False, "torch.compile the inference model and the trained one (see "
                         "eval's and train's --compile)")
     cuda_graphs: bool = opt(False, "replay the inference model from CUDA graphs (see eval's "
