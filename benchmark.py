@@ -33,6 +33,7 @@ import torch
 
 from datasets.prefetch import prefetched
 from models import DepthNetHybrid, precision
+from models.depthnet import check_compile_mode
 from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
 from utils.config import load_config
@@ -149,8 +150,11 @@ def timed_windows(model, protocol, reps: int, warmup: int, args, timer, autocast
     return seconds
 
 
-def timed_train_steps(model, reps: int, warmup: int, args, device, timer, autocast) -> list:
-    """Seconds of training steps (forward, loss, backward, clipping, Adam) on one window.
+def timed_train_steps(model, reps: int, warmup: int, args, device, timer, autocast,
+                      losses_out: list | None = None) -> list:
+    """Seconds of training steps (forward, loss, backward, clipping, Adam) on one window;
+    ``losses_out`` receives every step's loss (floats, read after the last step), which
+    compares runs of one seed: compiled against eager, fp16 against fp32.
 
     ``--fast true`` steps as training/trainer.py does (the model's fast layers on);
     ``--fast false`` as the official ``train_sample`` did: the official layer order, inside
@@ -163,18 +167,22 @@ def timed_train_steps(model, reps: int, warmup: int, args, device, timer, autoca
     model.use_fast_layers(args.fast).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=1e-6)
-    seconds = []
+    seconds, losses_seen = [], []
     for k in range(warmup + reps):
         start = timer.now()
+        model.begin_step()
         optimizer.zero_grad(set_to_none=True)
         with torch.autograd.set_detect_anomaly(not args.fast):
             with autocast():
                 _, losses = model(imgs, poses, K, sample, mode="train")
             losses["loss"].backward()
+        losses_seen.append(losses["loss"].detach().clone())  # no wait for the device
         torch.nn.utils.clip_grad_norm_(params, 10.0)
         optimizer.step()
         if k >= warmup:
             seconds.append(timer.now() - start)
+    if losses_out is not None:
+        losses_out.extend(float(loss) for loss in losses_seen)
     return seconds
 
 
@@ -218,9 +226,11 @@ def profile_estm(model, args, timer, autocast) -> dict:
             for name, t in sorted(parts.items(), key=lambda kv: -kv[1])}
 
 
-def profile_train_ops(model, args, device, autocast, top: int = 12) -> dict:
+def profile_train_ops(model, args, device, autocast, top: int = 12) -> tuple:
     """The operators one training step spends its time in (``torch.profiler``): self time
-    per operator, GPU time when on a GPU, the ``top`` largest with their share."""
+    per operator, GPU time when on a GPU, the ``top`` largest with their share; and the
+    total of all operators' self times (on a GPU: how long the GPU was busy in the step, which
+    against the step's time says whether the GPU or the host launching kernels limits it)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU]
@@ -232,8 +242,9 @@ def profile_train_ops(model, args, device, autocast, top: int = 12) -> dict:
     events = list(prof.key_averages())
     total = sum(getattr(e, key) for e in events) or 1.0
     ranked = sorted(events, key=lambda e: -getattr(e, key))[:top]
-    return {e.key: {"s_per_step": getattr(e, key) / 1e6, "share": getattr(e, key) / total}
-            for e in ranked}
+    ops = {e.key: {"s_per_step": getattr(e, key) / 1e6, "share": getattr(e, key) / total}
+           for e in ranked}
+    return ops, total / 1e6
 
 
 def run_sequence(model, args, timer, autocast) -> dict:
@@ -324,7 +335,11 @@ def print_report(results: dict, before: dict | None) -> None:
         for name, p in results["profile"].items():
             print(f"    {name:45s} {p['share'] * 100:5.1f}%  {p['s_per_window'] * 1e3:8.1f} ms")
     if "train_profile" in results:
-        print("  where a training step's time goes (operators, self time):")
+        busy = results["train_profile_busy_s"] * 1e3
+        step = results["timings"]["train_step"]["median_s"] * 1e3
+        where = "GPU" if c["device"].startswith("cuda") else "CPU"
+        print(f"  where a training step's time goes (operators, self {where} time; all "
+              f"operators {busy:.1f} ms against a {step:.1f} ms step):")
         for name, p in results["train_profile"].items():
             print(f"    {name:45s} {p['share'] * 100:5.1f}%  {p['s_per_step'] * 1e3:8.1f} ms")
     if "loader" in results:
@@ -350,6 +365,7 @@ def main(argv=None) -> dict:
     args = load_config("benchmark", argv, description=__doc__)
     logging.basicConfig(level=getattr(logging, args.log_level, logging.INFO))
     dtype = precision.amp_dtype(args.amp)  # validates --amp before any work
+    check_compile_mode(args.compile_mode)
     measures = [m.strip() for m in args.measure.split(",") if m.strip()]
     unknown = set(measures) - set(MEASURES)
     if unknown:
@@ -379,6 +395,7 @@ def main(argv=None) -> dict:
                           "height": args.height, "width": args.width,
                           "IF_EST_transformer": args.IF_EST_transformer, "device": str(device),
                           "amp": args.amp, "fast": args.fast, "compile": args.compile,
+                          "compile_mode": args.compile_mode,
                           "cuda_graphs": args.cuda_graphs,
                           "frames": args.frames,
                           "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -399,16 +416,19 @@ def main(argv=None) -> dict:
             results["sequence"] = run_sequence(infer_model, args, timer, autocast)
     if "train" in measures:
         if args.compile:
-            model.compile_parts()  # as train_hybrid.py --compile True
+            model.compile_parts(mode=args.compile_mode)  # as train_hybrid.py --compile True
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        results["train_losses"] = []
         results["timings"]["train_step"] = summarize(timed_train_steps(
-            model, args.iters, args.warmup, args, device, timer, autocast))
+            model, args.iters, args.warmup, args, device, timer, autocast,
+            results["train_losses"]))
         if device.type == "cuda":
             results["train_peak_gpu_memory_gib"] = (torch.cuda.max_memory_allocated(device)
                                                     / 2 ** 30)
         if args.profile:
-            results["train_profile"] = profile_train_ops(model, args, device, autocast)
+            results["train_profile"], results["train_profile_busy_s"] = profile_train_ops(
+                model, args, device, autocast)
     if args.loader:
         step = results["timings"].get("train_step", {}).get("median_s")
         results["loader"] = run_loader(args, step)

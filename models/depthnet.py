@@ -21,6 +21,8 @@ from utils.depth_metrics import window_metrics
 MATCHING_STRIDE = 4  # the matching and cost volumes live at 1/4 resolution
 # The parts torch.compile wraps (--compile): what runs per frame or per window.
 COMPILED_PARTS = ("matchingFeature", "semanticFeature", "CostRegNet", "pre0", "pre1", "pre2")
+# torch.compile modes --compile_mode offers ("reduce-overhead" replays CUDA graphs).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 # The ResNet halves the size five times and the decoder concatenates its upsampled maps
 # with the skips, so both sides must be divisible by 32; the matching net's largest
 # pooling window (32 at 1/4 resolution) needs at least 128.
@@ -54,6 +56,7 @@ class DepthNetHybrid(nn.Module):
         self.amp_dtype = None
         # The same numbers with less work (use_fast_layers); off: the official layer order.
         self.fast_layers = False
+        self.compile_mode = None  # compile_parts' mode once compiled
         self.register_buffer("depth_cands", depth_min + self.depth_interval * torch.arange(
             ndepths, dtype=torch.float32), persistent=False)
 
@@ -84,13 +87,24 @@ class DepthNetHybrid(nn.Module):
         self.CostRegNet.split_key_value = on
         return self
 
-    def compile_parts(self, backend: str = "inductor") -> None:
+    def compile_parts(self, backend: str = "inductor", mode: str = "default") -> None:
         """``torch.compile`` the :data:`COMPILED_PARTS` in place, for inference or training
-        (parameter names, hence checkpoints, are unchanged)."""
+        (parameter names, hence checkpoints, are unchanged); ``mode`` is one of
+        :data:`COMPILE_MODES` (inductor's)."""
         if not hasattr(torch, "compile"):
             raise RuntimeError("--compile needs torch.compile (PyTorch >= 2.0)")
+        check_compile_mode(mode)
+        kwargs = {} if mode == "default" else {"mode": mode}
         for name in COMPILED_PARTS:
-            getattr(self, name).compile(backend=backend, dynamic=False)
+            getattr(self, name).compile(backend=backend, dynamic=False, **kwargs)
+        self.compile_mode = mode
+
+    def begin_step(self) -> None:
+        """Call before each training step: with ``compile_parts(mode="reduce-overhead")``
+        this tells torch.compile's CUDA graphs that the previous step's outputs are no longer
+        read, so that its graphs replay over their memory (a no-op otherwise)."""
+        if self.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
 
     def parameters_without_gradient(self, num_frames: int) -> list[str]:
         """Names of the trainable parameters that a training forward of ``num_frames``-frame
@@ -255,6 +269,13 @@ class DepthNetHybrid(nn.Module):
             return outputs, precision.run("loss", multiscale_depth_loss, outputs, gt, mask,
                                           self.depth_min, self.depth_max)
         return outputs, window_metrics(outputs, gt, mask, scales=(0, 2))
+
+
+def check_compile_mode(mode: str) -> None:
+    """Raise a ValueError unless ``mode`` is one of :data:`COMPILE_MODES`."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"--compile_mode must be one of {', '.join(COMPILE_MODES)}, "
+                         f"got {mode!r}")
 
 
 def normalize_images(imgs: torch.Tensor) -> torch.Tensor:

@@ -125,4 +125,17 @@ def test_training_step_profile_names_the_operators(capsys):
     assert "aten::convolution_backward" in ops and len(ops) == 12
     shares = [p["share"] for p in ops.values()]
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-6
+    busy = results["train_profile_busy_s"]
+    assert ops["aten::convolution_backward"]["s_per_step"] < busy
     assert "where a training step's time goes" in capsys.readouterr().out
+
+
+def test_training_losses_are_recorded_for_every_step():
+    results = benchmark.main(TINY + ["--measure", "train", "--iters", "2", "--warmup", "1"])
+    losses = results["train_losses"]
+    assert len(losses) == 3 and all(isinstance(v, float) and v > 0 for v in losses)
+
+
+def test_an_unknown_compile_mode_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="--compile_mode must be one of"):
+        benchmark.main(TINY + ["--compile_mode", "fastest"])

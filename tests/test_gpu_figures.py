@@ -61,3 +61,23 @@ def test_summary_reads_what_benchmark_writes(tmp_path):
     lines = gpu_figures.summary(tmp_path)
     assert lines[0].startswith("train_official: train_step ") and "1.00x official" in lines[0]
     assert lines[1].startswith("train_fp32: train_step ") and "x official" in lines[1]
+
+
+def test_only_sets_the_order_and_the_budget_cuts_each_limit(tmp_path, monkeypatch):
+    calls, clock = [], [1000.0]
+
+    def fake_run(cmd, limit, log):
+        calls.append((cmd[0], limit))
+        clock[0] += 200  # every step takes 200 s
+        return 0
+    monkeypatch.setattr(gpu_figures, "run", fake_run)
+    monkeypatch.setattr(gpu_figures.time, "time", lambda: clock[0])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "a GPU")
+    gpu_figures.main(["--out", str(tmp_path), "--budget", "450",
+                      "--only", "train_fp16,tests,train_official,train_bf16"])
+    limits = dict(gpu_figures.STEPS_BY_NAME)
+    assert calls == [("benchmark.py", limits["train_fp16"]), ("-m", 250),
+                     ("benchmark.py", 50)]  # train_bf16: 10 s or less left
+    assert "train_bf16: not run, the budget is spent" in (tmp_path / "log.txt").read_text()
+    assert (tmp_path / "summary.txt").read_text().startswith("a GPU, torch ")

@@ -204,3 +204,26 @@ def test_every_trainable_parameter_receives_a_gradient(est, frames):
     losses["loss"].backward()
     no_grad = {n for n, p in model.named_parameters() if p.requires_grad and p.grad is None}
     assert no_grad == unused
+
+
+def test_compile_parts_passes_the_mode_and_begin_step_marks_graph_steps(monkeypatch):
+    """--compile_mode reaches torch.compile for every compiled part; only reduce-overhead
+    (CUDA graphs) marks each training step's start; unknown modes are refused."""
+    from models.depthnet import COMPILED_PARTS
+
+    seen, marks = {}, []
+    monkeypatch.setattr(torch.nn.Module, "compile",
+                        lambda self, **kw: seen.setdefault(id(self), kw))
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    for mode, expected in (("default", {}), ("reduce-overhead", {"mode": "reduce-overhead"})):
+        seen.clear()
+        model = DepthNetHybrid(ndepths=4, depth_min=0.5, depth_max=5.0, resnet=18)
+        model.begin_step()  # not compiled: nothing to mark
+        model.compile_parts(mode=mode)
+        assert set(seen) == {id(getattr(model, name)) for name in COMPILED_PARTS}
+        assert all(kw == {"backend": "inductor", "dynamic": False, **expected}
+                   for kw in seen.values())
+        model.begin_step()
+    assert len(marks) == 1
+    with pytest.raises(ValueError, match="--compile_mode must be one of"):
+        model.compile_parts(mode="fastest")

@@ -6,34 +6,51 @@ limit, writes ``benchmark.py``'s JSON into ``--out`` and appends its output to
 medians (and the ratios against the official training step) is printed at the end.
 
     ESTDEPTH_SHARED=../shared python tools/gpu_figures.py --out gpu_figures
-    python tools/gpu_figures.py --only train_official,train_fp16 --skip_tests
+    python tools/gpu_figures.py --only train_official,train_fp16,tests --budget 500
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ESTDEPTH_SHARED", ROOT.parent / "shared"))
 COMMON = ["--device", "cuda", "--iters", "10", "--warmup", "3"]
-# (name, benchmark.py arguments, time limit in seconds): the paper's configuration.
+TRAIN, FP16, BF16 = ["--measure", "train"], ["--amp", "fp16"], ["--amp", "bf16"]
+COMPILE_RO = ["--compile", "true", "--compile_mode", "reduce-overhead"]
+# (name, benchmark.py arguments, time limit in seconds): the paper's configuration. The
+# run's order is this list's, or --only's.
 STEPS = [
-    ("train_official", ["--measure", "train", "--fast", "false"], 120),
-    ("train_fp32", ["--measure", "train"], 120),
-    ("train_bf16", ["--measure", "train", "--amp", "bf16"], 120),
-    ("train_fp16", ["--measure", "train", "--amp", "fp16"], 120),
-    ("train_fp16_profile", ["--measure", "train", "--amp", "fp16", "--profile", "true",
-                            "--iters", "3"], 120),
-    ("train_fp16_compile", ["--measure", "train", "--amp", "fp16", "--compile", "true"], 300),
+    ("train_official", TRAIN + ["--fast", "false"], 90),
+    ("train_fp32", TRAIN, 90),
+    ("train_bf16", TRAIN + BF16, 90),
+    ("train_fp16", TRAIN + FP16 + ["--profile", "true"], 120),
+    ("train_fp16_compile", TRAIN + FP16 + ["--compile", "true"], 300),
+    ("train_fp16_compile_ro", TRAIN + FP16 + COMPILE_RO, 300),
+    ("train_bf16_compile_ro", TRAIN + BF16 + COMPILE_RO, 300),
+    ("train_fp32_compile_ro", TRAIN + COMPILE_RO, 300),
     ("estm_joint_official", ["--measure", "estm,joint", "--fast", "false"], 120),
     ("estm_joint_bf16_graphs", ["--measure", "estm,joint", "--amp", "bf16",
                                 "--cuda_graphs", "true"], 120),
+    # 100 frames/s end to end: real frames decoded and resized by 8 threads.
+    ("estm_disk_bf16_compile_graphs",
+     ["--measure", "estm", "--amp", "bf16", "--compile", "true", "--cuda_graphs", "true",
+      "--frames", str(SHARED / "data/7scenes/redkitchen/seq-sample"), "--frame_interval", "1",
+      "--num_workers", "8", "--iters", "40"], 300),
 ]
-CUDA_TESTS = (["-m", "pytest", "-q", "tests/test_cuda.py"], 300)
+STEPS_BY_NAME = {name: limit for name, _, limit in STEPS}
+# The CUDA tests, steps of their own: the compiled-training ones (inductor compiles for
+# minutes) apart from the rest.
+TESTS, COMPILE_TESTS = "tests", "tests_compile"
+CUDA_TESTS = (["-m", "pytest", "-q", "tests/test_cuda.py", "-k", "not compiled_training"], 300)
+CUDA_COMPILE_TESTS = (["-m", "pytest", "-q", "tests/test_cuda.py", "-k", "compiled_training"],
+                      400)
 
 
 def benchmark_argv(args: list, out: Path, name: str) -> list:
@@ -57,7 +74,8 @@ def run(cmd: list, limit: int, log: Path) -> int:
 
 
 def summary(out: Path) -> list[str]:
-    """One line per finished step: its medians, training steps also against the official."""
+    """One line per finished step: its medians, training steps also against the official,
+    and their first and last loss (one seed: eager and compiled runs must agree)."""
     lines, official = [], None
     path = out / "train_official.json"
     if path.exists():
@@ -77,6 +95,11 @@ def summary(out: Path) -> list[str]:
         for key in ("train_peak_gpu_memory_gib", "peak_gpu_memory_gib"):
             if key in results:
                 parts.append(f"{key} {results[key]:.2f}")
+        if "train_profile_busy_s" in results:
+            parts.append(f"GPU busy {results['train_profile_busy_s'] * 1e3:.1f} ms of a step")
+        if results.get("train_losses"):
+            losses = results["train_losses"]
+            parts.append(f"loss first {losses[0]:.6f} last {losses[-1]:.6f}")
         lines.append(f"{name}: " + ", ".join(parts))
     return lines
 
@@ -85,14 +108,23 @@ def main(argv=None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="gpu_figures", help="folder for the JSON and log")
-    parser.add_argument("--only", default="", help="comma-separated step names")
+    parser.add_argument("--only", default="", help="comma-separated step names (and "
+                        f"'{TESTS}', '{COMPILE_TESTS}'), run in this order")
     parser.add_argument("--skip_tests", action="store_true", help="no CUDA tests")
+    parser.add_argument("--budget", type=float, default=float("inf"),
+                        help="seconds for the whole run: each step's limit is cut to what is "
+                        "left, and the summary is written in time")
     args = parser.parse_args(argv)
+    known = {name: (["benchmark.py"], step_args, limit) for name, step_args, limit in STEPS}
+    known[TESTS] = ([], *CUDA_TESTS)
+    known[COMPILE_TESTS] = ([], *CUDA_COMPILE_TESTS)
     names = [n for n in args.only.split(",") if n]
-    unknown = set(names) - {name for name, _, _ in STEPS}
+    unknown = set(names) - set(known)
     if unknown:
         raise SystemExit(f"--only: unknown steps {sorted(unknown)}; the steps are "
-                         f"{[name for name, _, _ in STEPS]}")
+                         f"{sorted(known)}")
+    if not names:
+        names = ([] if args.skip_tests else [TESTS, COMPILE_TESTS]) + [n for n, _, _ in STEPS]
     import torch
 
     if not torch.cuda.is_available():
@@ -101,11 +133,16 @@ def main(argv=None) -> list[str]:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "log.txt"
-    if not args.skip_tests:
-        run(*CUDA_TESTS, log)
-    for name, step_args, limit in STEPS:
-        if not names or name in names:
-            run(["benchmark.py"] + benchmark_argv(step_args, out, name), limit, log)
+    deadline = time.time() + args.budget
+    for name in names:
+        script, step_args, limit = known[name]
+        left = int(deadline - time.time())
+        if left < 10:
+            with open(log, "a") as f:
+                f.write(f"\n== {name}: not run, the budget is spent\n")
+            continue
+        cmd = script + (benchmark_argv(step_args, out, name) if script else step_args)
+        run(cmd, min(limit, left), log)
     lines = [torch.cuda.get_device_name(0) + f", torch {torch.__version__}"] + summary(out)
     (out / "summary.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -11,6 +11,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from datasets.scannet import ScanNetTrainDataset
 from models import DepthNetHybrid, precision
+from models.depthnet import check_compile_mode
 from utils import distributed as dist_utils
 from utils.options import ModelOptions, TrainOptions
 
@@ -23,6 +24,7 @@ def check_args(opts: TrainOptions) -> None:
     if opts.dataset not in DATASETS:
         raise ValueError(f"--dataset must be one of {DATASETS}, got {opts.dataset!r}")
     precision.amp_dtype(opts.amp)
+    check_compile_mode(opts.compile_mode)
     if not opts.datapath:
         raise ValueError("--datapath is required (the root of the training scans)")
     if opts.seq_len < 3:
@@ -149,7 +151,7 @@ def build_model(model_opts: ModelOptions, opts: TrainOptions,
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         log.info("batch norm: torch.nn.SyncBatchNorm across %d process(es)", env.world_size)
     if opts.compile:
-        model.compile_parts()
+        model.compile_parts(mode=opts.compile_mode)
     return model
 
 

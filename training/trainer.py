@@ -257,6 +257,7 @@ class Trainer:
         gradients) and whether a signal reached any rank (all ranks stop after this step).
         """
         self.net.train()
+        self.model.begin_step()
         self.optimizer.zero_grad(set_to_none=True)
         device = self.env.device
         check_inputs(batch["imgs"], batch["cam_poses"], batch["cam_intr"])  # on the host

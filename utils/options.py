@@ -123,6 +123,8 @@ class TrainOptions:
                                     "(default GradScaler)")
     compile: bool = opt(False, "torch.compile the model's parts for training (GPU; compiling "
                         "takes minutes the first time)")
+    compile_mode: str = opt("default", "--compile: torch.compile's mode, default, "
+                            "reduce-overhead (CUDA graphs) or max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -277,6 +279,8 @@ class BenchmarkOptions:
                      "steps under anomaly detection, as the official train_sample)")
     compile: bool = opt(False, "torch.compile the inference model and the trained one (see "
                         "eval's and train's --compile)")
+    compile_mode: str = opt("default", "--compile: the trained model's torch.compile mode "
+                            "(see train's --compile_mode)")
     cuda_graphs: bool = opt(False, "replay the inference model from CUDA graphs (see eval's "
                             "--cuda_graphs)")
     profile: bool = opt(False, "also print where an ESTM window's time goes, per module "
