@@ -33,7 +33,7 @@ import torch
 
 from datasets.prefetch import prefetched
 from models import DepthNetHybrid, precision
-from models.depthnet import check_compile_mode
+from models.depthnet import COMPILED_PARTS, check_compile_mode, check_compiled_parts
 from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
 from utils.config import load_config
@@ -186,6 +186,15 @@ def timed_train_steps(model, reps: int, warmup: int, args, device, timer, autoca
     return seconds
 
 
+def compiled_parts(option: str) -> tuple:
+    """``--compiled_parts``: ``all`` or comma-separated names among ``COMPILED_PARTS``."""
+    if option == "all":
+        return COMPILED_PARTS
+    parts = tuple(p.strip() for p in option.split(",") if p.strip())
+    check_compiled_parts(parts)
+    return parts
+
+
 def profiled_parts(model) -> dict:
     """The modules a window's time is attributed to (no module inside another)."""
     parts = {name: getattr(model, name) for name in
@@ -227,10 +236,8 @@ def profile_estm(model, args, timer, autocast) -> dict:
 
 
 def profile_train_ops(model, args, device, autocast, top: int = 12) -> tuple:
-    """The operators one training step spends its time in (``torch.profiler``): self time
-    per operator, GPU time when on a GPU, the ``top`` largest with their share; and the
-    total of all operators' self times (on a GPU: how long the GPU was busy in the step, which
-    against the step's time says whether the GPU or the host launching kernels limits it)."""
+    """The operators one training step spends its time in (``torch.profiler``), see
+    :func:`operator_times`."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU]
@@ -238,13 +245,30 @@ def profile_train_ops(model, args, device, autocast, top: int = 12) -> tuple:
         activities.append(ProfilerActivity.CUDA)
     with profile(activities=activities) as prof:
         timed_train_steps(model, 1, 0, args, device, Timer(device, False), autocast)
-    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    events = list(prof.key_averages())
-    total = sum(getattr(e, key) for e in events) or 1.0
-    ranked = sorted(events, key=lambda e: -getattr(e, key))[:top]
-    ops = {e.key: {"s_per_step": getattr(e, key) / 1e6, "share": getattr(e, key) / total}
+    return operator_times(list(prof.key_averages()), device.type == "cuda", top)
+
+
+def operator_times(events: list, on_gpu: bool, top: int) -> tuple:
+    """``({operator: {s_per_step, share}}`` of the ``top`` largest, busy seconds``) from the
+    profiler's averaged events.
+
+    On the CPU: each operator's self CPU time; busy is their sum. On a GPU: each operator's
+    self device time (its kernels'); busy is the sum over the kernels themselves (device
+    events), which are also listed under the operators that launched them, so summing every
+    event would count them twice. Busy against the step's time says whether the GPU or the
+    host launching kernels limits a step.
+    """
+    from torch.autograd import DeviceType
+
+    key = "self_device_time_total" if on_gpu else "self_cpu_time_total"
+    operators = [e for e in events if e.device_type == DeviceType.CPU]
+    device_events = [e for e in events if e.device_type != DeviceType.CPU] if on_gpu \
+        else operators
+    busy = sum(getattr(e, key) for e in device_events) or 1.0
+    ranked = sorted(operators, key=lambda e: -getattr(e, key))[:top]
+    ops = {e.key: {"s_per_step": getattr(e, key) / 1e6, "share": getattr(e, key) / busy}
            for e in ranked}
-    return ops, total / 1e6
+    return ops, busy / 1e6
 
 
 def run_sequence(model, args, timer, autocast) -> dict:
@@ -366,6 +390,7 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=getattr(logging, args.log_level, logging.INFO))
     dtype = precision.amp_dtype(args.amp)  # validates --amp before any work
     check_compile_mode(args.compile_mode)
+    compiled_parts(args.compiled_parts)  # validated before any work
     measures = [m.strip() for m in args.measure.split(",") if m.strip()]
     unknown = set(measures) - set(MEASURES)
     if unknown:
@@ -396,6 +421,7 @@ def main(argv=None) -> dict:
                           "IF_EST_transformer": args.IF_EST_transformer, "device": str(device),
                           "amp": args.amp, "fast": args.fast, "compile": args.compile,
                           "compile_mode": args.compile_mode,
+                          "compiled_parts": args.compiled_parts,
                           "cuda_graphs": args.cuda_graphs,
                           "frames": args.frames,
                           "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -416,7 +442,8 @@ def main(argv=None) -> dict:
             results["sequence"] = run_sequence(infer_model, args, timer, autocast)
     if "train" in measures:
         if args.compile:
-            model.compile_parts(mode=args.compile_mode)  # as train_hybrid.py --compile True
+            model.compile_parts(mode=args.compile_mode,  # as train_hybrid.py --compile True
+                                parts=compiled_parts(args.compiled_parts))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         results["train_losses"] = []

@@ -87,15 +87,18 @@ class DepthNetHybrid(nn.Module):
         self.CostRegNet.split_key_value = on
         return self
 
-    def compile_parts(self, backend: str = "inductor", mode: str = "default") -> None:
+    def compile_parts(self, backend: str = "inductor", mode: str = "default",
+                      parts: tuple = COMPILED_PARTS) -> None:
         """``torch.compile`` the :data:`COMPILED_PARTS` in place, for inference or training
         (parameter names, hence checkpoints, are unchanged); ``mode`` is one of
-        :data:`COMPILE_MODES` (inductor's)."""
+        :data:`COMPILE_MODES` (inductor's); ``parts``, some of them (to find which part's
+        compiled code changes a result)."""
         if not hasattr(torch, "compile"):
             raise RuntimeError("--compile needs torch.compile (PyTorch >= 2.0)")
         check_compile_mode(mode)
+        check_compiled_parts(parts)
         kwargs = {} if mode == "default" else {"mode": mode}
-        for name in COMPILED_PARTS:
+        for name in parts:
             getattr(self, name).compile(backend=backend, dynamic=False, **kwargs)
         self.compile_mode = mode
 
@@ -276,6 +279,14 @@ def check_compile_mode(mode: str) -> None:
     if mode not in COMPILE_MODES:
         raise ValueError(f"--compile_mode must be one of {', '.join(COMPILE_MODES)}, "
                          f"got {mode!r}")
+
+
+def check_compiled_parts(parts: tuple) -> None:
+    """Raise a ValueError unless ``parts`` are some of :data:`COMPILED_PARTS`."""
+    unknown = set(parts) - set(COMPILED_PARTS)
+    if unknown or not parts:
+        raise ValueError(f"compiled parts must be some of {', '.join(COMPILED_PARTS)}, got "
+                         f"{list(parts)}")
 
 
 def normalize_images(imgs: torch.Tensor) -> torch.Tensor:

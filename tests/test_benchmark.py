@@ -136,6 +136,30 @@ def test_training_losses_are_recorded_for_every_step():
     assert len(losses) == 3 and all(isinstance(v, float) and v > 0 for v in losses)
 
 
-def test_an_unknown_compile_mode_is_refused_before_any_work():
+def test_an_unknown_compile_mode_or_part_is_refused_before_any_work():
     with pytest.raises(ValueError, match="--compile_mode must be one of"):
         benchmark.main(TINY + ["--compile_mode", "fastest"])
+    with pytest.raises(ValueError, match="compiled parts must be some of"):
+        benchmark.main(TINY + ["--compiled_parts", "CostRegNet,decoder"])
+    assert benchmark.compiled_parts(" pre1, CostRegNet") == ("pre1", "CostRegNet")
+
+
+def test_gpu_busy_time_counts_each_kernel_once():
+    """A kernel is listed by itself (a device event) and in the self device time of the
+    operator that launched it: busy sums the kernels only, operators rank by theirs."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    def event(key, device_type, cpu_us, device_us):
+        return SimpleNamespace(key=key, device_type=device_type, self_cpu_time_total=cpu_us,
+                               self_device_time_total=device_us)
+    events = [event("aten::conv", DeviceType.CPU, 50, 3000),
+              event("aten::add", DeviceType.CPU, 20, 1000),
+              event("conv_kernel", DeviceType.CUDA, 0, 3000),
+              event("add_kernel", DeviceType.CUDA, 0, 1000)]
+    ops, busy = benchmark.operator_times(events, on_gpu=True, top=12)
+    assert busy == pytest.approx(4e-3) and list(ops) == ["aten::conv", "aten::add"]
+    assert ops["aten::conv"]["share"] == pytest.approx(0.75)
+    ops, busy = benchmark.operator_times(events, on_gpu=False, top=1)
+    assert busy == pytest.approx(70e-6) and list(ops) == ["aten::conv"]

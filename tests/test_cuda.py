@@ -225,22 +225,25 @@ def test_a_training_step_waits_for_the_gpu_once(tiny_set, tmp_path, monkeypatch)
     assert len(reductions) == 2 and np.isfinite(losses["loss"])
 
 
-@pytest.mark.parametrize("amp", ["none", "fp16"])
-def test_compiled_training_with_cuda_graphs_takes_the_eager_steps(tiny_set, tmp_path, amp):
-    """--compile True --compile_mode reduce-overhead (inductor; its CUDA graphs replay the
-    compiled parts, forward and backward): the losses of three steps on one batch equal the
-    eager trainer's up to rounding."""
+@pytest.mark.parametrize("amp,mode", [("none", "reduce-overhead"), ("fp16", "reduce-overhead"),
+                                      ("fp16", "default")])
+def test_compiled_training_takes_the_eager_steps(tiny_set, tmp_path, amp, mode):
+    """--compile True (inductor; with --compile_mode reduce-overhead its CUDA graphs replay
+    the compiled parts, forward and backward): the losses of three steps on one batch equal
+    the eager trainer's up to rounding."""
     from training.components import seed_everything
 
     losses = {}
     for compiled in ("False", "True"):
         args = load_config("train", _train_args(
             tiny_set, tmp_path / compiled, "--max_iters", "3", "--lr", "1e-5", "--amp", amp,
-            "--compile", compiled, "--compile_mode", "reduce-overhead"))
+            "--compile", compiled, "--compile_mode", mode))
         seed_everything(args.seed)
         trainer = train_hybrid.Trainer(args, dist_utils.init_distributed("cuda"))
         batch = next(iter(trainer.loader))
         losses[compiled] = [trainer.process_batch(batch, clip=10.0)[0]["loss"]
                             for _ in range(3)]
-    rtol = 1e-4 if amp == "none" else 3e-3  # fp16: another fusion's rounding
-    assert losses["True"] == pytest.approx(losses["False"], rel=rtol), losses
+    # Rounding moves this loss far less: at the paper's configuration on an H100 eager fp16
+    # and fp32 first losses differ by 4e-6 relative, inductor's forward (no_grad) and eager
+    # by 1e-6. Compiled training there gave 3.4e-4 (README, Speed): this test decides.
+    assert losses["True"] == pytest.approx(losses["False"], rel=1e-4), losses

@@ -227,3 +227,8 @@ def test_compile_parts_passes_the_mode_and_begin_step_marks_graph_steps(monkeypa
     assert len(marks) == 1
     with pytest.raises(ValueError, match="--compile_mode must be one of"):
         model.compile_parts(mode="fastest")
+    seen.clear()
+    model.compile_parts(parts=("CostRegNet", "pre1"))
+    assert set(seen) == {id(model.CostRegNet), id(model.pre1)}
+    with pytest.raises(ValueError, match="compiled parts must be some of"):
+        model.compile_parts(parts=("decoder",))

@@ -281,6 +281,10 @@ class BenchmarkOptions:
                         "eval's and train's --compile)")
     compile_mode: str = opt("default", "--compile: the trained model's torch.compile mode "
                             "(see train's --compile_mode)")
+    compiled_parts: str = opt("all", "--compile, training: which of the model's parts to "
+                              "compile, comma-separated (matchingFeature, semanticFeature, "
+                              "CostRegNet, pre0, pre1, pre2) or all; to find a part whose "
+                              "compiled code changes the losses")
     cuda_graphs: bool = opt(False, "replay the inference model from CUDA graphs (see eval's "
                             "--cuda_graphs)")
     profile: bool = opt(False, "also print where an ESTM window's time goes, per module "
