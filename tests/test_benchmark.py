@@ -163,3 +163,13 @@ def test_gpu_busy_time_counts_each_kernel_once():
     assert ops["aten::conv"]["share"] == pytest.approx(0.75)
     ops, busy = benchmark.operator_times(events, on_gpu=False, top=1)
     assert busy == pytest.approx(70e-6) and list(ops) == ["aten::conv"]
+
+
+def test_the_training_window_ignores_the_global_random_state():
+    torch.manual_seed(0)
+    first = benchmark.random_window(5, 128, 160, torch.device("cpu"))
+    torch.rand(10)
+    second = benchmark.random_window(5, 128, 160, torch.device("cpu"))
+    for a, b in zip(first[:3], second[:3]):
+        assert torch.equal(a, b)
+    assert torch.equal(first[3]["dmaps"], second[3]["dmaps"])
