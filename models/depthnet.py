@@ -10,7 +10,7 @@ from models.context_encoder import ResnetEncoder
 from models.cost_volume import (build_cost_volume, build_cost_volume_projected,
                                 split_pair_conv)
 from models.hybrid_decoder import DepthHybridDecoder
-from models.layers import conv_bn_3d, conv_bn_relu_3d
+from models.layers import GroupNorm, conv_bn_3d, conv_bn_relu_3d
 from models import factory, precision
 from models.losses import multiscale_depth_loss
 from models.matching_feature import FEATURE_CHANNELS, MatchingFeatureNet
@@ -79,12 +79,16 @@ class DepthNetHybrid(nn.Module):
     def use_fast_layers(self, on: bool = True) -> "DepthNetHybrid":
         """Compute the same numbers (up to float rounding, from the same parameters) with less
         work, in training and inference: the cost volume's pair convolution before the warp
-        (:func:`models.cost_volume.build_cost_volume_projected`) and ``dres2`` -> key, value
-        without 33-channel convolutions (``DepthHybridDecoder.key_value``). Off, the model
-        runs the official layer order (what ``benchmark.py --fast false`` times). The
-        trainer and the inference copies (models/inference.py) turn it on."""
+        (:func:`models.cost_volume.build_cost_volume_projected`), ``dres2`` -> key, value
+        without 33-channel convolutions (``DepthHybridDecoder.key_value``) and, on a GPU, the
+        EST ConvGRU's group norms from parallel statistics (:class:`models.layers.GroupNorm`).
+        Off, the model runs the official layer order (what ``benchmark.py --fast false``
+        times). The trainer and the inference copies (models/inference.py) turn it on."""
         self.fast_layers = on
         self.CostRegNet.split_key_value = on
+        for module in self.modules():
+            if isinstance(module, GroupNorm):
+                module.parallel_statistics = on
         return self
 
     def compile_parts(self, backend: str = "inductor", mode: str = "default",

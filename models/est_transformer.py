@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from models import precision
-from models.layers import Conv3d
+from models.layers import Conv3d, GroupNorm
 
 
 def attend(target_key: torch.Tensor, warped_keys: list, warped_values: list) -> torch.Tensor:
@@ -31,10 +31,10 @@ class EpipolarTransformer(nn.Module):
         gru_in = input_channel + output_channel
         self.output_channel = output_channel
         self.gate_conv = Conv3d(gru_in, 2 * output_channel, kernel_size, padding=1)
-        self.reset_gate_norm = nn.GroupNorm(1, output_channel, 1e-5, True)
-        self.update_gate_norm = nn.GroupNorm(1, output_channel, 1e-5, True)
+        self.reset_gate_norm = GroupNorm(1, output_channel, 1e-5, True)
+        self.update_gate_norm = GroupNorm(1, output_channel, 1e-5, True)
         self.output_conv = Conv3d(gru_in, output_channel, kernel_size, padding=1)
-        self.output_norm = nn.GroupNorm(1, output_channel, 1e-5, True)
+        self.output_norm = GroupNorm(1, output_channel, 1e-5, True)
 
     def forward(self, target_key, target_value, warped_keys, warped_values):
         """Returns the fused value ``u * h + (1 - u) * tanh(candidate)``, ``[B, C, D, H, W]``."""

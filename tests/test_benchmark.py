@@ -173,3 +173,12 @@ def test_the_training_window_ignores_the_global_random_state():
     for a, b in zip(first[:3], second[:3]):
         assert torch.equal(a, b)
     assert torch.equal(first[3]["dmaps"], second[3]["dmaps"])
+
+
+def test_group_norm_tool_times_both_kernels():
+    from tools import group_norm_speed
+
+    results = group_norm_speed.main(["--device", "cpu", "--planes", "2", "--height", "8",
+                                     "--width", "10", "--reps", "1"])
+    assert len(results) == 8 and {"none batch 1 native", "fp16 batch 3 parallel"} <= set(results)
+    assert all(r["forward_ms"] > 0 and r["forward_backward_ms"] > 0 for r in results.values())

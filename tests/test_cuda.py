@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import eval_hybrid_seq
 from tools.synthetic import generate
@@ -247,3 +248,27 @@ def test_compiled_training_takes_the_eager_steps(tiny_set, tmp_path, amp, mode):
     # and fp32 first losses differ by 4e-6 relative, inductor's forward (no_grad) and eager
     # by 1e-6. Compiled training there gave 3.4e-4 (README, Speed): this test decides.
     assert losses["True"] == pytest.approx(losses["False"], rel=1e-4), losses
+
+
+@pytest.mark.parametrize("amp", ["none", "fp16", "bf16"])
+def test_whole_sample_norm_equals_group_norm_on_the_gpu(amp):
+    """The EST norms' parallel statistics (models.layers.WholeSampleNorm): values, dtype
+    under autocast (float32) and gradients as the native kernel, at an EST volume's size."""
+    from models.layers import WholeSampleNorm
+
+    torch.manual_seed(0)
+    x = (1 + 5 * torch.randn(3, 16, 64, 64, 80, device="cuda")).requires_grad_()
+    w = torch.randn(16, device="cuda", requires_grad=True)
+    b = torch.randn(16, device="cuda", requires_grad=True)
+    dy = torch.randn(x.shape, device="cuda")
+    results = []
+    for fn in (lambda v: F.group_norm(v, 1, w, b, 1e-5),
+               lambda v: WholeSampleNorm.apply(v, w, b, 1e-5)):
+        with precision.autocast("cuda", precision.amp_dtype(amp)):
+            y = fn(x.half() if amp == "fp16" else x)
+        results.append((y.detach(), torch.autograd.grad(y, (x, w, b), dy)))
+    (want, want_grads), (got, got_grads) = results
+    assert got.dtype == want.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    for g, ref in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, ref, atol=1e-3, rtol=1e-3)

@@ -50,12 +50,15 @@ STEPS = [
       "--num_workers", "8", "--iters", "40"], 300),
 ]
 STEPS_BY_NAME = {name: limit for name, _, limit in STEPS}
-# The CUDA tests, steps of their own: the compiled-training ones (inductor compiles for
-# minutes) apart from the rest.
+# Steps that are not benchmark.py runs: the CUDA tests (the compiled-training ones, which
+# inductor compiles for minutes, apart) and the EST norm's kernels (tools/group_norm_speed.py).
 TESTS, COMPILE_TESTS = "tests", "tests_compile"
-CUDA_TESTS = (["-m", "pytest", "-q", "tests/test_cuda.py", "-k", "not compiled_training"], 300)
-CUDA_COMPILE_TESTS = (["-m", "pytest", "-q", "tests/test_cuda.py", "-k", "compiled_training"],
-                      400)
+OTHER_STEPS = {
+    TESTS: (["-m", "pytest", "-q", "tests/test_cuda.py", "-k", "not compiled_training"], 300),
+    COMPILE_TESTS: (["-m", "pytest", "-q", "tests/test_cuda.py", "-k", "compiled_training"],
+                    400),
+    "group_norm": (["tools/group_norm_speed.py", "--device", "cuda"], 120),
+}
 
 
 def benchmark_argv(args: list, out: Path, name: str) -> list:
@@ -114,15 +117,14 @@ def main(argv=None) -> list[str]:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="gpu_figures", help="folder for the JSON and log")
     parser.add_argument("--only", default="", help="comma-separated step names (and "
-                        f"'{TESTS}', '{COMPILE_TESTS}'), run in this order")
+                        f"{', '.join(OTHER_STEPS)}), run in this order")
     parser.add_argument("--skip_tests", action="store_true", help="no CUDA tests")
     parser.add_argument("--budget", type=float, default=float("inf"),
                         help="seconds for the whole run: each step's limit is cut to what is "
                         "left, and the summary is written in time")
     args = parser.parse_args(argv)
-    known = {name: (["benchmark.py"], step_args, limit) for name, step_args, limit in STEPS}
-    known[TESTS] = ([], *CUDA_TESTS)
-    known[COMPILE_TESTS] = ([], *CUDA_COMPILE_TESTS)
+    known = dict(STEPS_BY_NAME)
+    known.update({name: limit for name, (_, limit) in OTHER_STEPS.items()})
     names = [n for n in args.only.split(",") if n]
     unknown = set(names) - set(known)
     if unknown:
@@ -130,6 +132,7 @@ def main(argv=None) -> list[str]:
                          f"{sorted(known)}")
     if not names:
         names = ([] if args.skip_tests else [TESTS, COMPILE_TESTS]) + [n for n, _, _ in STEPS]
+        names.append("group_norm")
     import torch
 
     if not torch.cuda.is_available():
@@ -139,14 +142,16 @@ def main(argv=None) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     log = out / "log.txt"
     deadline = time.time() + args.budget
+    benchmark_args = {name: step_args for name, step_args, _ in STEPS}
     for name in names:
-        script, step_args, limit = known[name]
+        limit = known[name]
         left = int(deadline - time.time())
         if left < 10:
             with open(log, "a") as f:
                 f.write(f"\n== {name}: not run, the budget is spent\n")
             continue
-        cmd = script + (benchmark_argv(step_args, out, name) if script else step_args)
+        cmd = (["benchmark.py"] + benchmark_argv(benchmark_args[name], out, name)
+               if name in benchmark_args else OTHER_STEPS[name][0])
         run(cmd, min(limit, left), log)
     lines = [torch.cuda.get_device_name(0) + f", torch {torch.__version__}"] + summary(out)
     (out / "summary.txt").write_text("\n".join(lines) + "\n")
