@@ -365,8 +365,8 @@ def print_report(results: dict, before: dict | None) -> None:
         busy = results["train_profile_busy_s"] * 1e3
         step = results["timings"]["train_step"]["median_s"] * 1e3
         where = "GPU" if c["device"].startswith("cuda") else "CPU"
-        print(f"  where a training step's time goes (operators, self {where} time; all "
-              f"operators {busy:.1f} ms against a {step:.1f} ms step):")
+        print(f"  where a training step's time goes (operators, self {where} time; {where} "
+              f"busy {busy:.1f} ms of a {step:.1f} ms step):")
         for name, p in results["train_profile"].items():
             print(f"    {name:45s} {p['share'] * 100:5.1f}%  {p['s_per_step'] * 1e3:8.1f} ms")
     if "loader" in results:

@@ -75,9 +75,8 @@ class GroupNorm(nn.GroupNorm):
 class WholeSampleNorm(torch.autograd.Function):
     """One-group group norm with per-channel affine, ``[N, C, ...]``: each sample normalised
     over all its values, computed in float32 (or wider), output in the dtype autocast gives
-    ``group_norm``; statistics and
-    gradients from reductions that use the whole device. Saves what the native kernel saves
-    (the input, mean and inverse deviation)."""
+    ``group_norm``; statistics and gradients from reductions that use the whole device.
+    Saves what the native kernel saves (the input, mean and inverse deviation)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
