@@ -76,7 +76,7 @@ def test_only_sets_the_order_and_the_budget_cuts_each_limit(tmp_path, monkeypatc
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "a GPU")
     gpu_figures.main(["--out", str(tmp_path), "--budget", "450",
                       "--only", "train_fp16,tests,train_official,train_bf16"])
-    limits = dict(gpu_figures.STEPS_BY_NAME)
+    limits = {name: limit for name, (_, limit) in gpu_figures.BENCHMARK_STEPS.items()}
     assert calls == [("benchmark.py", limits["train_fp16"]), ("-m", 250),
                      ("benchmark.py", 50)]  # train_bf16: 10 s or less left
     assert "train_bf16: not run, the budget is spent" in (tmp_path / "log.txt").read_text()

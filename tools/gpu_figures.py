@@ -49,7 +49,6 @@ STEPS = [
       "--frames", str(SHARED / "data/7scenes/redkitchen/seq-sample"), "--frame_interval", "1",
       "--num_workers", "8", "--iters", "40"], 300),
 ]
-STEPS_BY_NAME = {name: limit for name, _, limit in STEPS}
 # Steps that are not benchmark.py runs: the CUDA tests (the compiled-training ones, which
 # inductor compiles for minutes, apart) and the EST norm's kernels (tools/group_norm_speed.py).
 TESTS, COMPILE_TESTS = "tests", "tests_compile"
@@ -57,13 +56,23 @@ OTHER_STEPS = {
     TESTS: (["-m", "pytest", "-q", "tests/test_cuda.py", "-k", "not compiled_training"], 300),
     COMPILE_TESTS: (["-m", "pytest", "-q", "tests/test_cuda.py", "-k", "compiled_training"],
                     400),
-    "group_norm": (["tools/group_norm_speed.py", "--device", "cuda"], 120),
+    "group_norm": (["-m", "tools.group_norm_speed", "--device", "cuda"], 120),
 }
+# name -> (benchmark.py arguments, limit) of the benchmark steps
+BENCHMARK_STEPS = {name: (step_args, limit) for name, step_args, limit in STEPS}
 
 
 def benchmark_argv(args: list, out: Path, name: str) -> list:
     """The full ``benchmark.py`` command line of a step (later options win)."""
     return COMMON + args + ["--out", str(out / f"{name}.json")]
+
+
+def command(name: str, out: Path) -> tuple[list, int]:
+    """``(python arguments, time limit)`` of a step."""
+    if name in OTHER_STEPS:
+        return OTHER_STEPS[name]
+    step_args, limit = BENCHMARK_STEPS[name]
+    return ["benchmark.py"] + benchmark_argv(step_args, out, name), limit
 
 
 def run(cmd: list, limit: int, log: Path) -> int:
@@ -123,10 +132,9 @@ def main(argv=None) -> list[str]:
                         help="seconds for the whole run: each step's limit is cut to what is "
                         "left, and the summary is written in time")
     args = parser.parse_args(argv)
-    known = dict(STEPS_BY_NAME)
-    known.update({name: limit for name, (_, limit) in OTHER_STEPS.items()})
+    known = set(BENCHMARK_STEPS) | set(OTHER_STEPS)
     names = [n for n in args.only.split(",") if n]
-    unknown = set(names) - set(known)
+    unknown = set(names) - known
     if unknown:
         raise SystemExit(f"--only: unknown steps {sorted(unknown)}; the steps are "
                          f"{sorted(known)}")
@@ -142,16 +150,13 @@ def main(argv=None) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     log = out / "log.txt"
     deadline = time.time() + args.budget
-    benchmark_args = {name: step_args for name, step_args, _ in STEPS}
     for name in names:
-        limit = known[name]
+        cmd, limit = command(name, out)
         left = int(deadline - time.time())
         if left < 10:
             with open(log, "a") as f:
                 f.write(f"\n== {name}: not run, the budget is spent\n")
             continue
-        cmd = (["benchmark.py"] + benchmark_argv(benchmark_args[name], out, name)
-               if name in benchmark_args else OTHER_STEPS[name][0])
         run(cmd, min(limit, left), log)
     lines = [torch.cuda.get_device_name(0) + f", torch {torch.__version__}"] + summary(out)
     (out / "summary.txt").write_text("\n".join(lines) + "\n")

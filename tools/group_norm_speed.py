@@ -5,23 +5,20 @@ The EST transformer normalises each ``[16, D, H/4, W/4]`` volume as one group
 block. This times ``F.group_norm`` and :class:`models.layers.WholeSampleNorm` (the model's
 fast layers on a GPU), forward and forward + backward, in float32 and under fp16 autocast:
 
-    python tools/group_norm_speed.py --device cuda        # batch 1 and 3, 64 planes, 64x80
-    python tools/group_norm_speed.py --device cpu --planes 4 --height 16 --width 20
+    python -m tools.group_norm_speed --device cuda        # batch 1 and 3, 64 planes, 64x80
+    python -m tools.group_norm_speed --device cpu --planes 4 --height 16 --width 20
 """
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models import precision  # noqa: E402
-from models.hybrid_decoder import KEY_CHANNELS as CHANNELS  # noqa: E402
-from models.layers import WholeSampleNorm  # noqa: E402
-from tools.conv3d_layout import timed  # noqa: E402
+from models import precision
+from models.hybrid_decoder import KEY_CHANNELS as CHANNELS
+from models.layers import WholeSampleNorm
+from tools.conv3d_layout import timed
 
 
 def main(argv=None) -> dict:
