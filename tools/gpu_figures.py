@@ -50,13 +50,22 @@ STEPS = [
       "--num_workers", "8", "--iters", "40"], 300),
 ]
 # Steps that are not benchmark.py runs: the CUDA tests (the compiled-training ones, which
-# inductor compiles for minutes, apart) and the EST norm's kernels (tools/group_norm_speed.py).
+# inductor compiles for minutes, apart), the EST norm's kernels (tools/group_norm_speed.py)
+# and where compiled training departs from eager, part by part (tools/compile_diff.py, the
+# paper's configuration; with aot_eager: the same graphs on PyTorch's kernels). "{out}" in
+# an argument is the run's --out folder.
 TESTS, COMPILE_TESTS = "tests", "tests_compile"
+COMPILE_DIFF = ["-m", "tools.compile_diff", "--device", "cuda", "--amp", "fp16"]
 OTHER_STEPS = {
     TESTS: (["-m", "pytest", "-q", "tests/test_cuda.py", "-k", "not compiled_training"], 300),
     COMPILE_TESTS: (["-m", "pytest", "-q", "tests/test_cuda.py", "-k", "compiled_training"],
                     400),
     "group_norm": (["-m", "tools.group_norm_speed", "--device", "cuda"], 120),
+    "compile_diff": (COMPILE_DIFF + ["--mode", "reduce-overhead",
+                                     "--out", "{out}/compile_diff.json"], 300),
+    "compile_diff_aot_eager": (COMPILE_DIFF + ["--backend", "aot_eager", "--mode", "default",
+                                               "--out", "{out}/compile_diff_aot_eager.json"],
+                               120),
 }
 # name -> (benchmark.py arguments, limit) of the benchmark steps
 BENCHMARK_STEPS = {name: (step_args, limit) for name, step_args, limit in STEPS}
@@ -70,7 +79,8 @@ def benchmark_argv(args: list, out: Path, name: str) -> list:
 def command(name: str, out: Path) -> tuple[list, int]:
     """``(python arguments, time limit)`` of a step."""
     if name in OTHER_STEPS:
-        return OTHER_STEPS[name]
+        step_args, limit = OTHER_STEPS[name]
+        return [a.replace("{out}", str(out)) for a in step_args], limit
     step_args, limit = BENCHMARK_STEPS[name]
     return ["benchmark.py"] + benchmark_argv(step_args, out, name), limit
 
@@ -118,7 +128,23 @@ def summary(out: Path) -> list[str]:
             losses = results["train_losses"]
             parts.append(f"loss first {losses[0]:.6f} last {losses[-1]:.6f}")
         lines.append(f"{name}: " + ", ".join(parts))
+    for name in ("compile_diff", "compile_diff_aot_eager"):
+        path = out / f"{name}.json"
+        if path.exists():
+            lines.append(f"{name}: " + compile_diff_line(json.loads(path.read_text())))
     return lines
+
+
+def compile_diff_line(report: dict) -> str:
+    """tools/compile_diff.py's report in one line: the first loss against eager (and
+    rounding's scale), the part that departs most on its own inputs, the gradients."""
+    first = report["steps"][0]
+    part, e = max(first["parts"].items(), key=lambda kv: kv[1]["local"])
+    text = f"first loss {first['loss_relative']:.2e} relative to eager"
+    if "rounding" in report:
+        text += f" (eager vs fp32 {report['rounding']['loss_relative']:.2e})"
+    return (text + f", most local departure {part} {e['local']:.2e} at "
+            f"{e['local_at'] or 'output'}, gradients {report['gradients']['relative']:.2e}")
 
 
 def main(argv=None) -> list[str]:

@@ -1,0 +1,309 @@
+"""Where compiled training departs from eager training, part by part.
+
+Runs training steps (forward in train mode, loss, backward; no optimizer step, so every
+step sees the same weights) of one model on one window twice: eager, and with the parts of
+``DepthNetHybrid.compile_parts`` compiled as the trainer compiles them (``--compile
+True``). Every call of a compiled part is recorded (its inputs, its output) and then run
+again by the eager twin of that part on the very same inputs, in the same autocast state:
+the difference is the part's own (``local``), whatever happened upstream. Also reported:
+the difference of each part's outputs from the eager run's (``carried``: upstream
+differences included), each step's loss and every parameter's gradient.
+
+    python -m tools.compile_diff --device cuda --amp fp16 --mode reduce-overhead
+    python -m tools.compile_diff --device cpu --resnet 18 --ndepths 8 --height 128 --width 160
+    python -m tools.compile_diff --device cuda --backend aot_eager --mode default
+
+Rounding moves a part's output by about its precision's epsilon (relative, in norm); a
+part whose ``local`` difference is far above that computes something else when compiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+from typing import Callable, Union
+
+import torch
+
+from benchmark import random_window
+from models import precision
+from models.depthnet import COMPILE_MODES, COMPILED_PARTS, DepthNetHybrid
+from utils.io import save_json
+from utils.options import ModelOptions
+
+BACKENDS = ("inductor", "aot_eager", "eager")
+
+
+# ------------------------------------------------------------------ nested values
+def clone_tree(value):
+    """``value`` with every tensor (in lists, tuples, dicts, dataclasses) detached and
+    copied: a compiled part's outputs may live in memory its next call reuses."""
+    if torch.is_tensor(value):
+        return value.detach().clone()
+    if isinstance(value, (list, tuple)):
+        return type(value)(clone_tree(v) for v in value)
+    if isinstance(value, dict):
+        return {k: clone_tree(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return type(value)(**{f.name: clone_tree(getattr(value, f.name))
+                              for f in dataclasses.fields(value)})
+    return value
+
+
+def tensor_leaves(value, path: str = "") -> list:
+    """``[(path, tensor)]`` of the floating tensors in ``value``, in a fixed order."""
+    if torch.is_tensor(value):
+        return [(path, value)] if value.is_floating_point() else []
+    if isinstance(value, (list, tuple)):
+        return [leaf for i, v in enumerate(value) for leaf in tensor_leaves(v, f"{path}[{i}]")]
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in tensor_leaves(v, f"{path}[{k!r}]")]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [leaf for f in dataclasses.fields(value)
+                for leaf in tensor_leaves(getattr(value, f.name), f"{path}.{f.name}")]
+    return []
+
+
+def relative_difference(got: torch.Tensor, want: torch.Tensor) -> float:
+    """``|got - want| / |want|`` in the Frobenius norm, computed in float64."""
+    got, want = got.detach().double(), want.detach().double()
+    return float((got - want).norm() / want.norm().clamp_min(torch.finfo(torch.float64).tiny))
+
+
+def worst_difference(got, want) -> tuple:
+    """``(relative difference, path)`` of the leaf of two like values that differ most
+    (the first such leaf)."""
+    pairs = list(zip(tensor_leaves(got), tensor_leaves(want)))
+    if len(pairs) != len(tensor_leaves(want)) or any(a[0] != b[0] for a, b in pairs):
+        raise ValueError("the compiled and eager outputs have different structures")
+    return max(((relative_difference(a, b), path) for (path, a), (_, b) in pairs),
+               key=lambda diff_path: diff_path[0], default=(0.0, ""))
+
+
+# ------------------------------------------------------------------ recording calls
+@dataclasses.dataclass
+class Call:
+    """One call of a part: its inputs, output and the autocast dtype it ran under."""
+
+    part: str
+    args: tuple
+    kwargs: dict
+    autocast: Union[torch.dtype, None]
+    output: object = None
+
+
+def record_calls(model: DepthNetHybrid, parts: tuple, calls: list) -> list:
+    """Append a :class:`Call` to ``calls`` for every call of the named parts; the hooks are
+    hidden from torch.compile (it compiles the part's forward between them), so that the
+    recorded values are what the compiled code received and returned. Returns the hook
+    handles."""
+    handles = []
+    for name in parts:
+        module = getattr(model, name)
+
+        @torch.compiler.disable
+        def before(_module, args, kwargs, name=name):
+            device = next(leaf for _, leaf in tensor_leaves((args, kwargs))).device.type
+            calls.append(Call(name, clone_tree(args), clone_tree(kwargs),
+                              precision.active_dtype(device)))
+
+        @torch.compiler.disable
+        def after(_module, _args, _kwargs, output, name=name):
+            if calls[-1].part != name or calls[-1].output is not None:
+                raise RuntimeError(f"{name}: calls of the compared parts are nested")
+            calls[-1].output = clone_tree(output)
+
+        handles += [module.register_forward_pre_hook(before, with_kwargs=True),
+                    module.register_forward_hook(after, with_kwargs=True)]
+    return handles
+
+
+def replay(call: Call, module: torch.nn.Module, device_type: str):
+    """The eager ``module`` on a recorded call's inputs, in its autocast state."""
+    with torch.no_grad(), precision.autocast(device_type, call.autocast):
+        return module(*call.args, **call.kwargs)
+
+
+# ------------------------------------------------------------------ the comparison
+def training_step(model: DepthNetHybrid, window: tuple, dtype) -> torch.Tensor:
+    """Forward in train mode, loss, backward (gradients in ``.grad``); returns the loss."""
+    imgs, poses, K, sample = window
+    model.begin_step()
+    model.zero_grad(set_to_none=True)
+    with precision.autocast(imgs.device.type, dtype):
+        _, losses = model(imgs, poses, K, sample, mode="train")
+    losses["loss"].backward()
+    return losses["loss"].detach().clone()
+
+
+def gradients(model: torch.nn.Module) -> dict:
+    return {name: p.grad.detach().clone() for name, p in model.named_parameters()
+            if p.grad is not None}
+
+
+def compare(model: DepthNetHybrid, window: tuple, amp: str = "none",
+            backend: Union[str, Callable] = "inductor", mode: str = "default",
+            parts: tuple = COMPILED_PARTS, steps: int = 3) -> dict:
+    """Eager against compiled training steps of ``model`` (left as it was) on ``window``
+    (``(imgs, poses, K, sample)`` as :func:`benchmark.random_window` makes it).
+
+    Returns ``{"steps": [{"loss_eager", "loss_compiled", "loss_relative", "parts":
+    {part: {"calls", "local", "local_at", "carried", "carried_at"}}}], "gradients":
+    {"relative", "by_part": {module: relative}, "worst": [(share, relative,
+    parameter)...]}}``
+    (``local``/``carried``: the largest relative difference over the part's calls and
+    output tensors, and where it is); with ``amp``, also ``"rounding"``: the eager step
+    against an eager float32 one (:func:`rounding_report`), the scale to judge by.
+    """
+    dtype = precision.amp_dtype(amp)
+    device_type = window[0].device.type
+    eager = copy.deepcopy(model).use_fast_layers(True).train()
+    compiled = copy.deepcopy(model).use_fast_layers(True).train()
+    compiled.compile_parts(backend, mode, parts)
+    twins = copy.deepcopy(eager)  # runs the replays (its batch-norm statistics move)
+    report = {"config": {"amp": amp, "mode": mode, "parts": list(parts), "steps": steps,
+                         "backend": backend if isinstance(backend, str) else repr(backend)},
+              "steps": []}
+    eager_calls, compiled_calls = [], []
+    handles = record_calls(eager, parts, eager_calls) + record_calls(compiled, parts,
+                                                                     compiled_calls)
+    try:
+        for _ in range(steps):
+            eager_calls.clear()
+            compiled_calls.clear()
+            loss_eager = training_step(eager, window, dtype)
+            loss_compiled = training_step(compiled, window, dtype)
+            if [c.part for c in eager_calls] != [c.part for c in compiled_calls]:
+                raise RuntimeError("the compiled model called its parts in another order")
+            by_part = {}
+            for mine, theirs in zip(compiled_calls, eager_calls):
+                local = worst_difference(mine.output,
+                                         replay(mine, getattr(twins, mine.part), device_type))
+                carried = worst_difference(mine.output, theirs.output)
+                entry = by_part.setdefault(mine.part, {"calls": 0, "local": (0.0, ""),
+                                                       "carried": (0.0, "")})
+                entry["calls"] += 1
+                entry["local"] = max(entry["local"], local, key=lambda d: d[0])
+                entry["carried"] = max(entry["carried"], carried, key=lambda d: d[0])
+            report["steps"].append({
+                "loss_eager": float(loss_eager), "loss_compiled": float(loss_compiled),
+                "loss_relative": relative_difference(loss_compiled, loss_eager),
+                "parts": {part: {"calls": e["calls"], "local": e["local"][0],
+                                 "local_at": e["local"][1], "carried": e["carried"][0],
+                                 "carried_at": e["carried"][1]}
+                          for part, e in by_part.items()}})
+    finally:
+        for h in handles:
+            h.remove()
+    report["gradients"] = gradient_report(gradients(compiled), gradients(eager))
+    if dtype is not None:
+        report["rounding"] = rounding_report(model, window, report["steps"][0]["loss_eager"],
+                                             gradients(eager))
+    return report
+
+
+def rounding_report(model: DepthNetHybrid, window: tuple, loss_eager: float,
+                    grads_eager: dict) -> dict:
+    """The scale of rounding: the eager reduced-precision step against an eager float32
+    one (the loss's relative difference and :func:`gradient_report`'s)."""
+    reference = copy.deepcopy(model).use_fast_layers(True).train()
+    loss = training_step(reference, window, None)
+    return {"loss_fp32": float(loss),
+            "loss_relative": abs(loss_eager - float(loss)) / abs(float(loss)),
+            "gradients": gradient_report(grads_eager, gradients(reference))}
+
+
+def gradient_report(got: dict, want: dict, top: int = 5) -> dict:
+    """How far the gradients differ: per top-level module, the relative difference of all
+    its parameters' gradients together; per parameter, its difference relative to the whole
+    model's gradient (a parameter whose gradient is zero in exact arithmetic, such as a bias
+    before a softmax, differs by 100% of its rounding noise and matters nothing)."""
+    if got.keys() != want.keys():
+        raise RuntimeError(f"gradients of different parameters: "
+                           f"{sorted(got.keys() ^ want.keys())}")
+    flat = lambda grads, names: torch.cat([grads[k].flatten().double() for k in names])  # noqa: E731
+    total = flat(want, want).norm()
+    worst = sorted(((float((got[k].double() - want[k].double()).norm() / total),
+                     relative_difference(got[k], want[k]), k) for k in want), reverse=True)
+    modules = {}
+    for name in want:
+        modules.setdefault(name.split(".")[0], []).append(name)
+    by_part = {part: relative_difference(flat(got, names), flat(want, names))
+               for part, names in modules.items()}
+    return {"relative": relative_difference(flat(got, want), flat(want, want)),
+            "by_part": by_part, "worst": worst[:top]}
+
+
+def print_report(report: dict) -> None:
+    for k, step in enumerate(report["steps"], 1):
+        print(f"step {k}: loss eager {step['loss_eager']:.6f}, compiled "
+              f"{step['loss_compiled']:.6f} (relative {step['loss_relative']:.2e})")
+        for part, e in step["parts"].items():
+            print(f"  {part:16s} {e['calls']} calls: local {e['local']:.2e} at "
+                  f"{e['local_at'] or 'output'}, carried {e['carried']:.2e} at "
+                  f"{e['carried_at'] or 'output'}")
+    if "rounding" in report:
+        r = report["rounding"]
+        print(f"rounding, eager {report['config']['amp']} against eager float32: loss "
+              f"{r['loss_relative']:.2e}, gradients {r['gradients']['relative']:.2e}; per "
+              f"module " + ", ".join(f"{part} {diff:.2e}"
+                                     for part, diff in r["gradients"]["by_part"].items()))
+    grads = report["gradients"]
+    print(f"gradients: relative {grads['relative']:.2e}; per module " + ", ".join(
+        f"{part} {diff:.2e}" for part, diff in grads["by_part"].items()))
+    print("parameters whose gradients differ most (share of the whole gradient, own relative):")
+    for share, own, name in grads["worst"]:
+        print(f"  {share:.2e} {own:.2e} {name}")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line; a ``--mode`` other than default is refused for another backend
+    than inductor (torch.compile would ignore it)."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--resnet", type=int, default=50)
+    parser.add_argument("--ndepths", type=int, default=64)
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--amp", default="fp16", choices=sorted(precision.AMP_DTYPES))
+    parser.add_argument("--mode", default="reduce-overhead", choices=COMPILE_MODES)
+    parser.add_argument("--backend", default="inductor", choices=BACKENDS,
+                        help="aot_eager: the same graphs (autograd, decompositions) run by "
+                             "PyTorch's kernels instead of inductor's")
+    parser.add_argument("--parts", default=",".join(COMPILED_PARTS),
+                        help="comma-separated parts to compile")
+    parser.add_argument("--steps", type=int, default=3,
+                        help="training steps (reduce-overhead: the 2nd records CUDA graphs, "
+                             "the 3rd replays them)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="write the report as JSON to this file")
+    args = parser.parse_args(argv)
+    if args.backend != "inductor" and args.mode != "default":
+        parser.error(f"--mode {args.mode} is inductor's: --backend {args.backend} takes "
+                     f"--mode default")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the trainer and benchmark.py
+    torch.manual_seed(args.seed)
+    model = DepthNetHybrid.from_options(ModelOptions(resnet=args.resnet,
+                                                     ndepths=args.ndepths)).to(device)
+    window = random_window(5, args.height, args.width, device)
+    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    report = compare(model, window, args.amp, args.backend, args.mode, parts, args.steps)
+    report["config"].update(device=str(device), resnet=args.resnet, ndepths=args.ndepths,
+                            height=args.height, width=args.width, torch=torch.__version__)
+    print_report(report)
+    if args.out:
+        save_json(report, args.out)
+    return report
+
+
+if __name__ == "__main__":
+    main()
