@@ -7,7 +7,9 @@ True``). Every call of a compiled part is recorded (its inputs, its output) and 
 again by the eager twin of that part on the very same inputs, in the same autocast state:
 the difference is the part's own (``local``), whatever happened upstream. Also reported:
 the difference of each part's outputs from the eager run's (``carried``: upstream
-differences included), each step's loss and every parameter's gradient.
+differences included), each step's loss and every parameter's gradient, and both runs'
+distance from an eager float64 step (rounding's scale: a compiled run much farther from it
+than the eager one computes something else).
 
     python -m tools.compile_diff --device cuda --amp fp16 --mode reduce-overhead
     python -m tools.compile_diff --device cpu --resnet 18 --ndepths 8 --height 128 --width 160
@@ -36,19 +38,29 @@ BACKENDS = ("inductor", "aot_eager", "eager")
 
 
 # ------------------------------------------------------------------ nested values
-def clone_tree(value):
-    """``value`` with every tensor (in lists, tuples, dicts, dataclasses) detached and
-    copied: a compiled part's outputs may live in memory its next call reuses."""
+def map_tensors(fn: Callable, value):
+    """``value`` with ``fn`` applied to every tensor (in lists, tuples, dicts, dataclasses)."""
     if torch.is_tensor(value):
-        return value.detach().clone()
+        return fn(value)
     if isinstance(value, (list, tuple)):
-        return type(value)(clone_tree(v) for v in value)
+        return type(value)(map_tensors(fn, v) for v in value)
     if isinstance(value, dict):
-        return {k: clone_tree(v) for k, v in value.items()}
+        return {k: map_tensors(fn, v) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return type(value)(**{f.name: clone_tree(getattr(value, f.name))
+        return type(value)(**{f.name: map_tensors(fn, getattr(value, f.name))
                               for f in dataclasses.fields(value)})
     return value
+
+
+def clone_tree(value):
+    """``value`` with every tensor detached and copied: a compiled part's outputs may live
+    in memory its next call reuses."""
+    return map_tensors(lambda t: t.detach().clone(), value)
+
+
+def to_float64(value):
+    """``value`` with every floating tensor in float64."""
+    return map_tensors(lambda t: t.double() if t.is_floating_point() else t, value)
 
 
 def tensor_leaves(value, path: str = "") -> list:
@@ -153,8 +165,8 @@ def compare(model: DepthNetHybrid, window: tuple, amp: str = "none",
     {"relative", "by_part": {module: relative}, "worst": [(share, relative,
     parameter)...]}}``
     (``local``/``carried``: the largest relative difference over the part's calls and
-    output tensors, and where it is); with ``amp``, also ``"rounding"``: the eager step
-    against an eager float32 one (:func:`rounding_report`), the scale to judge by.
+    output tensors, and where it is), and ``"float64"``: both runs against an eager
+    float64 step (:func:`float64_report`), the scale to judge by.
     """
     dtype = precision.amp_dtype(amp)
     device_type = window[0].device.type
@@ -196,22 +208,28 @@ def compare(model: DepthNetHybrid, window: tuple, amp: str = "none",
     finally:
         for h in handles:
             h.remove()
-    report["gradients"] = gradient_report(gradients(compiled), gradients(eager))
-    if dtype is not None:
-        report["rounding"] = rounding_report(model, window, report["steps"][0]["loss_eager"],
-                                             gradients(eager))
+    grads_eager, grads_compiled = gradients(eager), gradients(compiled)
+    report["gradients"] = gradient_report(grads_compiled, grads_eager)
+    report["float64"] = float64_report(model, window, report["steps"][0],
+                                       {"eager": grads_eager, "compiled": grads_compiled})
     return report
 
 
-def rounding_report(model: DepthNetHybrid, window: tuple, loss_eager: float,
-                    grads_eager: dict) -> dict:
-    """The scale of rounding: the eager reduced-precision step against an eager float32
-    one (the loss's relative difference and :func:`gradient_report`'s)."""
-    reference = copy.deepcopy(model).use_fast_layers(True).train()
-    loss = training_step(reference, window, None)
-    return {"loss_fp32": float(loss),
-            "loss_relative": abs(loss_eager - float(loss)) / abs(float(loss)),
-            "gradients": gradient_report(grads_eager, gradients(reference))}
+def float64_report(model: DepthNetHybrid, window: tuple, first_step: dict,
+                   grads: dict) -> dict:
+    """Both runs against an eager float64 step, the stand-in for exact arithmetic: how far
+    rounding alone moves the loss and the gradients (the eager run's distance), so that the
+    compiled run's distance can be judged by it. ``grads``: ``{"eager": ..., "compiled":
+    ...}`` gradients of the same weights."""
+    reference = copy.deepcopy(model).double().use_fast_layers(True).train()
+    loss = float(training_step(reference, to_float64(window), None))
+    exact = gradients(reference)
+    report = {"loss": loss}
+    for run in ("eager", "compiled"):
+        g = gradient_report(grads[run], exact)
+        report[run] = {"loss_relative": abs(first_step[f"loss_{run}"] - loss) / abs(loss),
+                       "gradients": g["relative"], "gradients_by_part": g["by_part"]}
+    return report
 
 
 def gradient_report(got: dict, want: dict, top: int = 5) -> dict:
@@ -243,12 +261,11 @@ def print_report(report: dict) -> None:
             print(f"  {part:16s} {e['calls']} calls: local {e['local']:.2e} at "
                   f"{e['local_at'] or 'output'}, carried {e['carried']:.2e} at "
                   f"{e['carried_at'] or 'output'}")
-    if "rounding" in report:
-        r = report["rounding"]
-        print(f"rounding, eager {report['config']['amp']} against eager float32: loss "
-              f"{r['loss_relative']:.2e}, gradients {r['gradients']['relative']:.2e}; per "
-              f"module " + ", ".join(f"{part} {diff:.2e}"
-                                     for part, diff in r["gradients"]["by_part"].items()))
+    ref = report["float64"]
+    for run in ("eager", "compiled"):
+        print(f"{run} against float64: first loss {ref[run]['loss_relative']:.2e}, gradients "
+              f"{ref[run]['gradients']:.2e}; per module " + ", ".join(
+                  f"{part} {diff:.2e}" for part, diff in ref[run]["gradients_by_part"].items()))
     grads = report["gradients"]
     print(f"gradients: relative {grads['relative']:.2e}; per module " + ", ".join(
         f"{part} {diff:.2e}" for part, diff in grads["by_part"].items()))

@@ -136,15 +136,15 @@ def summary(out: Path) -> list[str]:
 
 
 def compile_diff_line(report: dict) -> str:
-    """tools/compile_diff.py's report in one line: the first loss against eager (and
-    rounding's scale), the part that departs most on its own inputs, the gradients."""
-    first = report["steps"][0]
+    """tools/compile_diff.py's report in one line: the first loss against eager, both runs'
+    distance from float64, the part that departs most on its own inputs, the gradients."""
+    first, ref = report["steps"][0], report["float64"]
     part, e = max(first["parts"].items(), key=lambda kv: kv[1]["local"])
-    text = f"first loss {first['loss_relative']:.2e} relative to eager"
-    if "rounding" in report:
-        text += f" (eager vs fp32 {report['rounding']['loss_relative']:.2e})"
-    return (text + f", most local departure {part} {e['local']:.2e} at "
-            f"{e['local_at'] or 'output'}, gradients {report['gradients']['relative']:.2e}")
+    return (f"first loss {first['loss_relative']:.2e} relative to eager (from float64: eager "
+            f"{ref['eager']['loss_relative']:.2e}, compiled {ref['compiled']['loss_relative']:.2e}"
+            f"), most local departure {part} {e['local']:.2e} at {e['local_at'] or 'output'}, "
+            f"gradients {report['gradients']['relative']:.2e} (from float64: eager "
+            f"{ref['eager']['gradients']:.2e}, compiled {ref['compiled']['gradients']:.2e})")
 
 
 def main(argv=None) -> list[str]:
