@@ -166,7 +166,7 @@ def main(argv=None) -> list[str]:
                          f"{sorted(known)}")
     if not names:
         names = ([] if args.skip_tests else [TESTS, COMPILE_TESTS]) + [n for n, _, _ in STEPS]
-        names.append("group_norm")
+        names += ["group_norm", "compile_diff", "compile_diff_aot_eager"]
     import torch
 
     if not torch.cuda.is_available():
