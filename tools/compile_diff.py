@@ -149,7 +149,26 @@ def training_step(model: DepthNetHybrid, window: tuple, dtype) -> torch.Tensor:
     return losses["loss"].detach().clone()
 
 
+def compare_calls(compiled_calls: list, eager_calls: list, twins: DepthNetHybrid,
+                  device_type: str) -> dict:
+    """Per part: how many calls, and the largest ``local`` (the compiled output against
+    the eager twin's on the same inputs) and ``carried`` (against the eager run's output
+    of the same call) relative differences, with the output tensor where each is."""
+    worst = {}
+    for mine, theirs in zip(compiled_calls, eager_calls):
+        local = worst_difference(mine.output, replay(mine, getattr(twins, mine.part),
+                                                     device_type))
+        carried = worst_difference(mine.output, theirs.output)
+        calls, best_local, best_carried = worst.get(mine.part, (0, (0.0, ""), (0.0, "")))
+        worst[mine.part] = (calls + 1, max(best_local, local, key=lambda d: d[0]),
+                            max(best_carried, carried, key=lambda d: d[0]))
+    return {part: {"calls": calls, "local": local[0], "local_at": local[1],
+                   "carried": carried[0], "carried_at": carried[1]}
+            for part, (calls, local, carried) in worst.items()}
+
+
 def gradients(model: torch.nn.Module) -> dict:
+    """Copies of the parameters' gradients, by name."""
     return {name: p.grad.detach().clone() for name, p in model.named_parameters()
             if p.grad is not None}
 
@@ -188,23 +207,10 @@ def compare(model: DepthNetHybrid, window: tuple, amp: str = "none",
             loss_compiled = training_step(compiled, window, dtype)
             if [c.part for c in eager_calls] != [c.part for c in compiled_calls]:
                 raise RuntimeError("the compiled model called its parts in another order")
-            by_part = {}
-            for mine, theirs in zip(compiled_calls, eager_calls):
-                local = worst_difference(mine.output,
-                                         replay(mine, getattr(twins, mine.part), device_type))
-                carried = worst_difference(mine.output, theirs.output)
-                entry = by_part.setdefault(mine.part, {"calls": 0, "local": (0.0, ""),
-                                                       "carried": (0.0, "")})
-                entry["calls"] += 1
-                entry["local"] = max(entry["local"], local, key=lambda d: d[0])
-                entry["carried"] = max(entry["carried"], carried, key=lambda d: d[0])
             report["steps"].append({
                 "loss_eager": float(loss_eager), "loss_compiled": float(loss_compiled),
                 "loss_relative": relative_difference(loss_compiled, loss_eager),
-                "parts": {part: {"calls": e["calls"], "local": e["local"][0],
-                                 "local_at": e["local"][1], "carried": e["carried"][0],
-                                 "carried_at": e["carried"][1]}
-                          for part, e in by_part.items()}})
+                "parts": compare_calls(compiled_calls, eager_calls, twins, device_type)})
     finally:
         for h in handles:
             h.remove()
