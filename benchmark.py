@@ -9,8 +9,8 @@
     python benchmark.py --device cuda --amp bf16 --frames ../shared/data/7scenes/redkitchen/seq-sample --frame_interval 1
 
 ESTM and Joint windows run through the evaluation loop (``utils.inference_loop.infer_windows``)
-on a synthetic sequence with random images and a sideways camera motion (timings do not
-depend on the pixels), so a window's time is what the evaluation spends per window in the
+on a synthetic sequence with random images and a moving camera (timings do not depend on
+the pixels), so a window's time is what the evaluation spends per window in the
 steady state, memory included; ``--frames`` reads real frames from disk instead (end to end:
 decoding and resizing included). ``--fast false`` runs the official per-window forward
 instead (the baseline), and training steps as the official ``train_sample`` (under anomaly
@@ -83,12 +83,43 @@ def rss_gib() -> dict:
 
 
 # ------------------------------------------------------------------------ inputs
+# Camera paths of the synthetic frames. "sideways" (identity rotation, x translation) puts
+# samples exactly on the frustum's boundary: every EST voxel's source depth equals its
+# reference depth, so the nearest and farthest planes (and the top and bottom rows) sit at
+# exactly +-1 in grid coordinates, where the official inside/outside mask follows the last bit
+# of the coordinate, and two correct evaluations (eager, a compiled kernel's fused
+# multiply-adds) disagree over whole planes. "generic" (a slow turn about a skew axis and a
+# drift) keeps every sample off the boundary: runs that compare losses see rounding only.
+CAMERAS = ("generic", "sideways")
+
+
+def camera_pose(i: int, camera: str = "generic") -> torch.Tensor:
+    """Camera-to-world pose ``[4, 4]`` of frame ``i`` on a :data:`CAMERAS` path."""
+    if camera not in CAMERAS:
+        raise ValueError(f"camera must be one of {', '.join(CAMERAS)}, got {camera!r}")
+    pose = torch.eye(4, dtype=torch.float64)
+    if camera == "sideways":
+        pose[0, 3] = 0.05 * i
+        return pose.float()
+    axis = torch.tensor([0.3, 1.0, 0.2], dtype=torch.float64)
+    axis = axis / axis.norm()
+    cross = torch.tensor([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]],
+                          [-axis[1], axis[0], 0]], dtype=torch.float64)
+    angle = torch.tensor(0.02 * i, dtype=torch.float64)  # Rodrigues' rotation formula
+    pose[:3, :3] += torch.sin(angle) * cross + (1 - torch.cos(angle)) * cross @ cross
+    pose[:3, 3] = torch.tensor([0.05, 0.012, 0.018], dtype=torch.float64) * i
+    return pose.float()
+
+
 class RandomSequence:
     """A sequence of ``n`` frames, each made on demand (nothing kept per frame), in the
-    layout of :class:`datasets.sequence.FrameSequence` items."""
+    layout of :class:`datasets.sequence.FrameSequence` items: random images on a
+    :data:`CAMERAS` path."""
 
-    def __init__(self, n: int, height: int, width: int, seed: int = 0):
+    def __init__(self, n: int, height: int, width: int, seed: int = 0,
+                 camera: str = "generic"):
         self.n, self.height, self.width, self.seed = n, height, width, seed
+        self.camera = camera
         self.K = torch.tensor([[0.9 * width, 0, width / 2 - 0.5],
                                [0, 0.9 * width, height / 2 - 0.5], [0, 0, 1.0]])
 
@@ -97,10 +128,8 @@ class RandomSequence:
 
     def __getitem__(self, i: int) -> dict:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-        pose = torch.eye(4)
-        pose[0, 3] = 0.05 * i
         return {"img": torch.rand(3, self.height, self.width, generator=g) * 255,
-                "cam_pose": pose, "cam_intr": self.K.clone(), "dmap": None, "dmask": None,
+                "cam_pose": camera_pose(i, self.camera), "cam_intr": self.K.clone(), "dmap": None, "dmask": None,
                 "img_path": f"{i}.jpg", "frame_id": i}
 
 
@@ -117,9 +146,9 @@ def window_frames(args, n: int):
     return seq
 
 
-def random_window(frames: int, height: int, width: int, device):
-    """A training window: random images, a sideways camera motion, random depth."""
-    seq = RandomSequence(frames, height, width)
+def random_window(frames: int, height: int, width: int, device, camera: str = "generic"):
+    """A training window: random images on a :data:`CAMERAS` path, random depth."""
+    seq = RandomSequence(frames, height, width, camera=camera)
     items = [seq[i] for i in range(frames)]
     imgs = torch.stack([it["img"] for it in items])[None].to(device)
     poses = torch.stack([it["cam_pose"] for it in items])[None].to(device)

@@ -66,6 +66,12 @@ OTHER_STEPS = {
     "compile_diff_aot_eager": (COMPILE_DIFF + ["--backend", "aot_eager", "--mode", "default",
                                                "--out", "{out}/compile_diff_aot_eager.json"],
                                120),
+    # The window the first H100 figures used: whole EST planes on the frustum boundary,
+    # decided an ulp apart by eager and compiled code (benchmark.CAMERAS).
+    "compile_diff_sideways": (COMPILE_DIFF + ["--camera", "sideways", "--parts", "CostRegNet",
+                                              "--mode", "default", "--steps", "1",
+                                              "--out", "{out}/compile_diff_sideways.json"],
+                              200),
 }
 # name -> (benchmark.py arguments, limit) of the benchmark steps
 BENCHMARK_STEPS = {name: (step_args, limit) for name, step_args, limit in STEPS}
@@ -128,7 +134,7 @@ def summary(out: Path) -> list[str]:
             losses = results["train_losses"]
             parts.append(f"loss first {losses[0]:.6f} last {losses[-1]:.6f}")
         lines.append(f"{name}: " + ", ".join(parts))
-    for name in ("compile_diff", "compile_diff_aot_eager"):
+    for name in ("compile_diff", "compile_diff_aot_eager", "compile_diff_sideways"):
         path = out / f"{name}.json"
         if path.exists():
             lines.append(f"{name}: " + compile_diff_line(json.loads(path.read_text())))
@@ -166,7 +172,7 @@ def main(argv=None) -> list[str]:
                          f"{sorted(known)}")
     if not names:
         names = ([] if args.skip_tests else [TESTS, COMPILE_TESTS]) + [n for n, _, _ in STEPS]
-        names += ["group_norm", "compile_diff", "compile_diff_aot_eager"]
+        names += [n for n in OTHER_STEPS if n not in (TESTS, COMPILE_TESTS)]
     import torch
 
     if not torch.cuda.is_available():
