@@ -33,18 +33,13 @@ def test_the_same_graphs_on_pytorchs_kernels_depart_by_nothing(model_and_window)
     model, window = model_and_window
     before = {k: v.clone() for k, v in model.state_dict().items()}
     report = compile_diff.compare(model, window, "none", "aot_eager", "default",
-                                  ("pre2", "CostRegNet"), steps=1)
+                                  ("pre2", "CostRegNet"), steps=1, float64=False)
     step = report["steps"][0]
     assert step["loss_relative"] <= 1e-6
     assert {p: e["calls"] for p, e in step["parts"].items()} == \
         {"pre2": 6, "CostRegNet": 1}  # 3 targets x 2 sources; one decode
     assert all(e["local"] <= 1e-6 and e["carried"] <= 1e-5 for e in step["parts"].values())
     assert report["gradients"]["relative"] <= 1e-5
-    ref = report["float64"]  # the same code: the same distance from exact arithmetic
-    assert ref["eager"]["loss_relative"] == pytest.approx(ref["compiled"]["loss_relative"],
-                                                          abs=1e-7)
-    assert ref["eager"]["gradients"] == pytest.approx(ref["compiled"]["gradients"], rel=1e-2)
-    assert 0 < ref["eager"]["gradients"] < 1e-2  # float32 rounding, not nothing
     for k, v in model.state_dict().items():  # the model given is left as it was
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
 
@@ -88,8 +83,10 @@ def test_nested_outputs_are_copied_and_compared_leaf_by_leaf():
     diff, path = compile_diff.worst_difference(other, copied)
     assert path == "[1].values_bcdhw[0]" and diff > 1
     assert compile_diff.worst_difference(copied, copied) == (0.0, "[0]['depth']")
-    with pytest.raises(ValueError, match="different structures"):
-        compile_diff.worst_difference((torch.ones(1),), (torch.ones(1), torch.ones(1)))
+    for got, want in (((torch.ones(1),), (torch.ones(1), torch.ones(1))),
+                      ((torch.ones(1), torch.ones(1)), (torch.ones(1),))):
+        with pytest.raises(ValueError, match="different structures"):
+            compile_diff.worst_difference(got, want)
 
 
 def test_command_line_writes_the_report_the_gpu_run_summarises(tmp_path, capsys):
@@ -103,6 +100,9 @@ def test_command_line_writes_the_report_the_gpu_run_summarises(tmp_path, capsys)
     ref = report["float64"]  # reduced precision is judged by its distance from float64
     assert 0 < ref["eager"]["loss_relative"] < 1e-3
     assert 1e-3 < ref["eager"]["gradients"] < 0.5  # bf16's rounding, far above float32's
+    # the same graphs on the same kernels: the same distance from exact arithmetic
+    assert ref["compiled"]["loss_relative"] == ref["eager"]["loss_relative"]
+    assert ref["compiled"]["gradients"] == pytest.approx(ref["eager"]["gradients"], rel=1e-3)
     line = [x for x in gpu_figures.summary(tmp_path) if x.startswith("compile_diff:")]
     assert line and "first loss 0.00e+00 relative to eager (from float64: eager" in line[0]
     assert "most local departure pre2" in line[0]

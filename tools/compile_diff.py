@@ -14,6 +14,7 @@ than the eager one computes something else).
     python -m tools.compile_diff --device cuda --amp fp16 --mode reduce-overhead
     python -m tools.compile_diff --device cpu --resnet 18 --ndepths 8 --height 128 --width 160
     python -m tools.compile_diff --device cuda --backend aot_eager --mode default
+    python -m tools.compile_diff --device cuda --camera sideways --parts CostRegNet --mode default
 
 Rounding moves a part's output by about its precision's epsilon (relative, in norm); a
 part whose ``local`` difference is far above that computes something else when compiled.
@@ -86,10 +87,11 @@ def relative_difference(got: torch.Tensor, want: torch.Tensor) -> float:
 def worst_difference(got, want) -> tuple:
     """``(relative difference, path)`` of the leaf of two like values that differ most
     (the first such leaf)."""
-    pairs = list(zip(tensor_leaves(got), tensor_leaves(want)))
-    if len(pairs) != len(tensor_leaves(want)) or any(a[0] != b[0] for a, b in pairs):
+    got_leaves, want_leaves = tensor_leaves(got), tensor_leaves(want)
+    if [path for path, _ in got_leaves] != [path for path, _ in want_leaves]:
         raise ValueError("the compiled and eager outputs have different structures")
-    return max(((relative_difference(a, b), path) for (path, a), (_, b) in pairs),
+    return max(((relative_difference(a, b), path)
+                for (path, a), (_, b) in zip(got_leaves, want_leaves)),
                key=lambda diff_path: diff_path[0], default=(0.0, ""))
 
 
@@ -247,7 +249,9 @@ def gradient_report(got: dict, want: dict, top: int = 5) -> dict:
     if got.keys() != want.keys():
         raise RuntimeError(f"gradients of different parameters: "
                            f"{sorted(got.keys() ^ want.keys())}")
-    flat = lambda grads, names: torch.cat([grads[k].flatten().double() for k in names])  # noqa: E731
+    def flat(grads: dict, names) -> torch.Tensor:
+        return torch.cat([grads[k].flatten().double() for k in names])
+
     total = flat(want, want).norm()
     worst = sorted(((float((got[k].double() - want[k].double()).norm() / total),
                      relative_difference(got[k], want[k]), k) for k in want), reverse=True)
