@@ -227,3 +227,14 @@ def test_border_decisions_do_not_turn_on_the_last_bit(monkeypatch, src_T_ref):
     assert changed_by_the_nudge() == [False, False]
     monkeypatch.setattr(G, "BOUNDARY_SLACK", 0.0)
     assert changed_by_the_nudge()[0]  # the volume warp's outermost planes
+
+
+def test_boundary_slack_decides_only_what_float64_rounding_cannot():
+    """float32 coordinates keep the official test (one float32 ulp beyond the border is
+    outside); a float64 coordinate within the slack is inside, beyond it outside."""
+    after_one = torch.nextafter(torch.tensor(1.0), torch.tensor(2.0))
+    norm = torch.tensor([1.0, after_one.item(), -after_one.item()])
+    assert G._outside_to_zero(norm).tolist() == [1.0, G.OUTSIDE, G.OUTSIDE]
+    decide = torch.tensor([1 + 1e-13, -1 - 1e-13, 1 + 1e-8, -1 - 1e-8], dtype=torch.float64)
+    got = G._outside_to_zero(torch.zeros(4), decide)
+    assert got.tolist() == [0.0, 0.0, G.OUTSIDE, G.OUTSIDE]
