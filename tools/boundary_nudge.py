@@ -22,9 +22,8 @@ from typing import Optional
 import torch
 
 import utils.geometry as geo
-from benchmark import CAMERAS, random_window
 from models.depthnet import DepthNetHybrid
-from utils.options import ModelOptions
+from tools import training_window
 
 NUDGES = (0.0, -1e-13, 1e-13)
 NEAR = 1e-9  # grid units: what counts as on the boundary
@@ -80,20 +79,13 @@ def nudged_losses(model: DepthNetHybrid, window: tuple) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--resnet", type=int, default=50)
-    parser.add_argument("--ndepths", type=int, default=64)
-    parser.add_argument("--height", type=int, default=256)
-    parser.add_argument("--width", type=int, default=320)
-    parser.add_argument("--camera", default="generic", choices=CAMERAS)
+    training_window.add_arguments(parser, seed=1234)
     parser.add_argument("--slack", type=float, default=geo.BOUNDARY_SLACK,
                         help="utils.geometry.BOUNDARY_SLACK for this run (0: the official "
                              "test, as before the slack)")
-    parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args(argv)
-    torch.manual_seed(args.seed)
-    model = DepthNetHybrid.from_options(ModelOptions(resnet=args.resnet, ndepths=args.ndepths))
+    model, window = training_window.build(args, torch.device("cpu"))
     model.use_fast_layers().train()
-    window = random_window(5, args.height, args.width, torch.device("cpu"), args.camera)
     slack, geo.BOUNDARY_SLACK = geo.BOUNDARY_SLACK, args.slack
     try:
         results = nudged_losses(model, window)

@@ -29,11 +29,11 @@ from typing import Callable, Union
 
 import torch
 
-from benchmark import CAMERAS, random_window
+from benchmark import compiled_parts
 from models import precision
 from models.depthnet import COMPILE_MODES, COMPILED_PARTS, DepthNetHybrid
+from tools import training_window
 from utils.io import save_json
-from utils.options import ModelOptions
 
 BACKENDS = ("inductor", "aot_eager", "eager")
 
@@ -194,7 +194,8 @@ def compare(model: DepthNetHybrid, window: tuple, amp: str = "none",
     eager = copy.deepcopy(model).use_fast_layers(True).train()
     compiled = copy.deepcopy(model).use_fast_layers(True).train()
     compiled.compile_parts(backend, mode, parts)
-    twins = copy.deepcopy(eager)  # runs the replays (its batch-norm statistics move)
+    # Replays the compiled calls: not the eager run's model, whose parts record their calls.
+    twins = copy.deepcopy(eager)
     report = {"config": {"amp": amp, "mode": mode, "parts": list(parts), "steps": steps,
                          "backend": backend if isinstance(backend, str) else repr(backend)},
               "steps": []}
@@ -291,24 +292,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--resnet", type=int, default=50)
-    parser.add_argument("--ndepths", type=int, default=64)
-    parser.add_argument("--height", type=int, default=256)
-    parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--amp", default="fp16", choices=sorted(precision.AMP_DTYPES))
     parser.add_argument("--mode", default="reduce-overhead", choices=COMPILE_MODES)
     parser.add_argument("--backend", default="inductor", choices=BACKENDS,
                         help="aot_eager: the same graphs (autograd, decompositions) run by "
                              "PyTorch's kernels instead of inductor's")
-    parser.add_argument("--parts", default=",".join(COMPILED_PARTS),
-                        help="comma-separated parts to compile")
+    parser.add_argument("--parts", default="all",
+                        help="the parts to compile: all, or comma-separated names among "
+                             f"{', '.join(COMPILED_PARTS)}")
     parser.add_argument("--steps", type=int, default=3,
                         help="training steps (reduce-overhead: the 2nd records CUDA graphs, "
                              "the 3rd replays them)")
-    parser.add_argument("--camera", default="generic", choices=CAMERAS,
-                        help="the window's camera path (benchmark.CAMERAS); sideways puts "
-                             "whole EST planes exactly on the frustum's boundary")
-    parser.add_argument("--seed", type=int, default=0)
+    training_window.add_arguments(parser, seed=0)
     parser.add_argument("--out", help="write the report as JSON to this file")
     args = parser.parse_args(argv)
     if args.backend != "inductor" and args.mode != "default":
@@ -322,15 +317,11 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the trainer and benchmark.py
-    torch.manual_seed(args.seed)
-    model = DepthNetHybrid.from_options(ModelOptions(resnet=args.resnet,
-                                                     ndepths=args.ndepths)).to(device)
-    window = random_window(5, args.height, args.width, device, args.camera)
-    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    parts = compiled_parts(args.parts)  # refused before any work
+    model, window = training_window.build(args, device)
     report = compare(model, window, args.amp, args.backend, args.mode, parts, args.steps)
-    report["config"].update(device=str(device), resnet=args.resnet, ndepths=args.ndepths,
-                            height=args.height, width=args.width, camera=args.camera,
-                            torch=torch.__version__)
+    report["config"].update(device=str(device), torch=torch.__version__,
+                            **training_window.describe(args))
     print_report(report)
     if args.out:
         save_json(report, args.out)
