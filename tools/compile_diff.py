@@ -250,19 +250,22 @@ def gradient_report(got: dict, want: dict, top: int = 5) -> dict:
     if got.keys() != want.keys():
         raise RuntimeError(f"gradients of different parameters: "
                            f"{sorted(got.keys() ^ want.keys())}")
-    def flat(grads: dict, names) -> torch.Tensor:
-        return torch.cat([grads[k].flatten().double() for k in names])
-
-    total = flat(want, want).norm()
+    names = list(want)
+    total = _flat(want, names).norm()
     worst = sorted(((float((got[k].double() - want[k].double()).norm() / total),
-                     relative_difference(got[k], want[k]), k) for k in want), reverse=True)
+                     relative_difference(got[k], want[k]), k) for k in names), reverse=True)
     modules = {}
-    for name in want:
+    for name in names:
         modules.setdefault(name.split(".")[0], []).append(name)
-    by_part = {part: relative_difference(flat(got, names), flat(want, names))
-               for part, names in modules.items()}
-    return {"relative": relative_difference(flat(got, want), flat(want, want)),
+    by_part = {part: relative_difference(_flat(got, part_names), _flat(want, part_names))
+               for part, part_names in modules.items()}
+    return {"relative": relative_difference(_flat(got, names), _flat(want, names)),
             "by_part": by_part, "worst": worst[:top]}
+
+
+def _flat(grads: dict, names: list) -> torch.Tensor:
+    """The named gradients as one float64 vector."""
+    return torch.cat([grads[k].flatten().double() for k in names])
 
 
 def print_report(report: dict) -> None:
