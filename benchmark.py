@@ -8,7 +8,7 @@
     python benchmark.py --measure "" --sequence 1000 --height 128 --width 128 --resnet 18
     python benchmark.py --device cuda --amp bf16 --frames ../shared/data/7scenes/redkitchen/seq-sample --frame_interval 1
 
-ESTM and Joint windows run through the evaluation loop (``utils.inference_loop.infer_windows``)
+ESTM and Joint windows run through the evaluation loop (``evaluation.inference_loop.infer_windows``)
 on a synthetic sequence with random images and a moving camera (timings do not depend on
 the pixels), so a window's time is what the evaluation spends per window in the
 steady state, memory included; ``--frames`` reads real frames from disk instead (end to end:
@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import statistics
 import tempfile
 import time
@@ -32,16 +31,18 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 from datasets.prefetch import prefetched
-from models import DepthNetHybrid, precision
-from models.depthnet import COMPILED_PARTS, check_compile_mode, check_compiled_parts
+from datasets.synthetic.random_frames import RandomSequence, random_window
+from evaluation.inference_loop import infer_windows
+from evaluation.protocols import estm_protocol, joint_protocol
+from evaluation.scenes import open_sequence
+from models import precision
+from models.depthnet import DepthNetHybrid, check_compile_mode, compiled_parts
 from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
 from utils.config import load_config
 from utils.distributed import resolve_device
-from utils.eval_scenes import open_sequence
-from utils.inference_loop import infer_windows
-from utils.protocols import estm_protocol, joint_protocol
 from utils.io import save_json
+from utils.timing import Timer, rss_gib, summarize
 
 MEASURES = ("estm", "joint", "train")
 LABELS = {"estm_window": "ESTM window (3 frames, 1 target, 2 memories)",
@@ -49,88 +50,7 @@ LABELS = {"estm_window": "ESTM window (3 frames, 1 target, 2 memories)",
           "train_step": "training step (5 frames, forward, backward, Adam)"}
 
 
-# ----------------------------------------------------------------------- timing
-class Timer:
-    """Wall-clock or process CPU time; waits for the GPU before each reading."""
-
-    def __init__(self, device: torch.device, cpu_time: bool):
-        self.device, self.cpu_time = device, cpu_time
-
-    def now(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.process_time() if self.cpu_time else time.perf_counter()
-
-
-def summarize(seconds: list) -> dict:
-    """Median and spread of repeated timings."""
-    return {"median_s": statistics.median(seconds), "min_s": min(seconds),
-            "max_s": max(seconds),
-            "stdev_s": statistics.stdev(seconds) if len(seconds) > 1 else 0.0,
-            "reps": len(seconds)}
-
-
-def rss_gib() -> dict:
-    """Current and peak resident memory of this process, GiB."""
-    current = 0.0
-    try:
-        with open("/proc/self/statm") as f:
-            current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
-    except (OSError, ValueError):
-        pass  # not Linux: only the peak
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
-    return {"rss_gib": current, "peak_rss_gib": peak}
-
-
 # ------------------------------------------------------------------------ inputs
-# Camera paths of the synthetic frames. "generic" (a slow turn about a skew axis and a
-# drift) keeps every sample off the frustum's boundary, as real videos do. "sideways"
-# (identity rotation, x translation: the first GPU training figures' window) puts whole EST
-# planes, and the top and bottom rows, exactly on it (utils.geometry.BOUNDARY_SLACK): kept to
-# check that compiled and eager code decide those samples alike.
-CAMERAS = ("generic", "sideways")
-
-
-def camera_pose(i: int, camera: str = "generic") -> torch.Tensor:
-    """Camera-to-world pose ``[4, 4]`` of frame ``i`` on a :data:`CAMERAS` path."""
-    if camera not in CAMERAS:
-        raise ValueError(f"camera must be one of {', '.join(CAMERAS)}, got {camera!r}")
-    pose = torch.eye(4, dtype=torch.float64)
-    if camera == "sideways":
-        pose[0, 3] = 0.05 * i
-        return pose.float()
-    axis = torch.tensor([0.3, 1.0, 0.2], dtype=torch.float64)
-    axis = axis / axis.norm()
-    cross = torch.tensor([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]],
-                          [-axis[1], axis[0], 0]], dtype=torch.float64)
-    angle = torch.tensor(0.02 * i, dtype=torch.float64)  # Rodrigues' rotation formula
-    pose[:3, :3] += torch.sin(angle) * cross + (1 - torch.cos(angle)) * cross @ cross
-    pose[:3, 3] = torch.tensor([0.05, 0.012, 0.018], dtype=torch.float64) * i
-    return pose.float()
-
-
-class RandomSequence:
-    """A sequence of ``n`` frames, each made on demand (nothing kept per frame), in the
-    layout of :class:`datasets.sequence.FrameSequence` items: random images on a
-    :data:`CAMERAS` path."""
-
-    def __init__(self, n: int, height: int, width: int, seed: int = 0,
-                 camera: str = "generic"):
-        self.n, self.height, self.width, self.seed = n, height, width, seed
-        self.camera = camera
-        self.K = torch.tensor([[0.9 * width, 0, width / 2 - 0.5],
-                               [0, 0.9 * width, height / 2 - 0.5], [0, 0, 1.0]])
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> dict:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-        return {"img": torch.rand(3, self.height, self.width, generator=g) * 255,
-                "cam_pose": camera_pose(i, self.camera), "cam_intr": self.K.clone(),
-                "dmap": None, "dmask": None, "img_path": f"{i}.jpg", "frame_id": i}
-
-
 def window_frames(args, n: int):
     """The sequence the timed windows read: ``--frames`` from disk, else random images."""
     if not args.frames:
@@ -142,19 +62,6 @@ def window_frames(args, n: int):
                          f"{args.frame_interval}, the timed windows need {n} (lower --iters "
                          f"or --warmup)")
     return seq
-
-
-def random_window(frames: int, height: int, width: int, device, camera: str = "generic"):
-    """A training window: random images on a :data:`CAMERAS` path, random depth."""
-    seq = RandomSequence(frames, height, width, camera=camera)
-    items = [seq[i] for i in range(frames)]
-    imgs = torch.stack([it["img"] for it in items])[None].to(device)
-    poses = torch.stack([it["cam_pose"] for it in items])[None].to(device)
-    # Drawn on the CPU from its own generator: every run sees the same window whatever else
-    # drew from the device's global generator (runs compare their losses).
-    g = torch.Generator().manual_seed(0)
-    depth = (1 + 3 * torch.rand(1, frames, 1, height, width, generator=g)).to(device)
-    return imgs, poses, seq.K[None].to(device), {"dmaps": depth, "dmasks": depth > 0}
 
 
 # ---------------------------------------------------------------- measurements
@@ -214,15 +121,6 @@ def timed_train_steps(model, reps: int, warmup: int, args, device, timer, autoca
     if losses_out is not None:
         losses_out.extend(float(loss) for loss in losses_seen)
     return seconds
-
-
-def compiled_parts(option: str) -> tuple:
-    """``--compiled_parts``: ``all`` or comma-separated names among ``COMPILED_PARTS``."""
-    if option == "all":
-        return COMPILED_PARTS
-    parts = tuple(p.strip() for p in option.split(",") if p.strip())
-    check_compiled_parts(parts)
-    return parts
 
 
 def profiled_parts(model) -> dict:
@@ -334,7 +232,7 @@ def run_loader(args, train_step_s) -> dict:
     from torch.utils.data import DataLoader
 
     from datasets.scannet import ScanNetTrainDataset
-    from tools.synthetic import generate
+    from datasets.synthetic.writer import generate
 
     tmp = None
     root = args.loader_data

@@ -25,31 +25,30 @@ import cv2
 import numpy as np
 import torch
 
-import eval_hybrid
-import eval_hybrid_seq
-from tools.synthetic import generate
-import train_hybrid
 from datasets.intrinsics import resize_intrinsics
 from datasets.scannet import ScanNetSequence
 from datasets.seven_scenes import SevenScenesSequence
+from datasets.synthetic.writer import generate
 from datasets.windows import joint_windows
-from models import DepthNetHybrid
-from utils import fusion
-from utils import run_metrics as metrics_mod
+from evaluation import fusion
+from evaluation import run_metrics as metrics_mod
+from evaluation.run import evaluate_command_line
+from evaluation.run_files import DEPTH_KINDS, frame_stem
+from models.depthnet import DepthNetHybrid
+from training.run import run_training
+from training.trainer import TrainingInterrupted
 from utils.checkpoint import latest_checkpoint, save_checkpoint
 from utils.config import load_config
 from utils.distributed import resolve_device
-from utils.depth_kinds import DEPTH_KINDS
 from utils.io import save_image, save_json
 from utils.logs import setup_logging
-from utils.run_files import frame_stem
 from utils.visualization import colorize_depth, image_to_uint8, panel
 
 log = logging.getLogger("demo")
 ROOT = Path(__file__).resolve().parent
 SHARED_SAMPLE = (Path(os.environ.get("ESTDEPTH_SHARED", ROOT.parent / "shared"))
                  / "data" / "7scenes" / "redkitchen" / "seq-sample")
-MODES = {"joint": eval_hybrid, "estm": eval_hybrid_seq}
+MODES = ("joint", "estm")
 SHOWN = ("abs_rel", "abs_diff", "rmse", "a1")
 DEMO_VOXEL, DEMO_FUSE_MAX_DEPTH = 0.05, 4.0  # --fuse: 5 cm voxels, depths up to 4 m
 
@@ -110,7 +109,7 @@ def train(args, plan: dict, data: Path) -> Path:
         "--summary_freq", "10", "--num_workers", "1", "--seed", str(args.seed),
         "--resume", str(resume)]
     log.info("training %d steps (tensorboard --logdir %s)", plan["steps"], logdir)
-    return Path(train_hybrid.main(argv)["last_checkpoint"])
+    return Path(run_training(argv)["last_checkpoint"])
 
 
 def untrained_checkpoint(args) -> Path:
@@ -126,13 +125,13 @@ def evaluate(args, checkpoint: Path, tag: str, dataset: str, datapath: Path) -> 
     """Joint and ESTM evaluation of one checkpoint; returns ``{mode: metrics}``."""
     extra = ["--intrinsics", "dataset"] if dataset == "7scenes" else []
     results = {}
-    for mode, script in MODES.items():
+    for mode in MODES:
         evalpath = Path(args.out) / "eval" / tag / dataset
         argv = model_argv(args) + extra + [
             "--eval_dataset", dataset, "--datapath", str(datapath), "--loadckpt",
             str(checkpoint), "--evalpath", str(evalpath), "--metrics", "False",
             "--overwrite", "True"]
-        run_dir = Path(script.main(argv)["run_dir"])
+        run_dir = Path(evaluate_command_line(mode, argv)["run_dir"])
         results[mode] = metrics_mod.evaluate_saved(run_dir, show=False)
     return results
 
@@ -306,7 +305,7 @@ def cli(argv=None) -> None:
     again = "run the same command again to resume where it stopped"
     try:
         main(argv)
-    except train_hybrid.TrainingInterrupted as stop:
+    except TrainingInterrupted as stop:
         print(f"{stop}\nThe demo: {again}.", file=sys.stderr)
         sys.exit(128 + stop.signum)
     except KeyboardInterrupt:

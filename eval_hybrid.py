@@ -7,23 +7,15 @@ an interrupted run resumes, and the metrics table follows (``--metrics``).
 
     python eval_hybrid.py --eval_dataset 7scenes --datapath DATA/7scenes \\
         --loadckpt checkpoint/model_000006.ckpt --evalpath outputs/est
-See eval_hybrid.sh, utils/evaluation.py (the run) and utils/protocols.py (the windows).
+See eval_hybrid.sh, evaluation/run.py (the run) and evaluation/protocols.py (the windows).
 """
 
-import logging
-
-from utils.config import load_config, log_ignored
-from utils.evaluation import run_evaluation
-from utils.logs import setup_logging
-from utils.protocols import joint_protocol
+from evaluation.run import evaluate_command_line
 
 
 def main(argv=None) -> dict:
     """Returns ``{"run_dir", "config_hash", "scenes", "metrics"}`` (see run_evaluation)."""
-    args = load_config("eval", argv, description=__doc__)
-    setup_logging(args.log_level)
-    log_ignored(args, logging.getLogger("eval"))
-    return run_evaluation(args, joint_protocol(args.seq_len))
+    return evaluate_command_line("joint", argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -7,23 +7,15 @@ written to ``<evalpath>/estm/<scene>[/<seq>]/{init_depth,refined_depth,...}/<fra
 
     python eval_hybrid_seq.py --eval_dataset scannet --datapath DATA/scannet_test \\
         --loadckpt checkpoint/model_000006.ckpt --evalpath outputs/est
-See eval_hybrid_seq.sh, utils/evaluation.py (the run) and utils/protocols.py (the windows).
+See eval_hybrid_seq.sh, evaluation/run.py (the run) and evaluation/protocols.py (the windows).
 """
 
-import logging
-
-from utils.config import load_config, log_ignored
-from utils.evaluation import run_evaluation
-from utils.logs import setup_logging
-from utils.protocols import estm_protocol
+from evaluation.run import evaluate_command_line
 
 
 def main(argv=None) -> dict:
     """Returns ``{"run_dir", "config_hash", "scenes", "metrics"}`` (see run_evaluation)."""
-    args = load_config("eval", argv, description=__doc__)
-    setup_logging(args.log_level)
-    log_ignored(args, logging.getLogger("eval"))
-    return run_evaluation(args, estm_protocol(args.lwindow, args.memory_size))
+    return evaluate_command_line("estm", argv, description=__doc__)
 
 
 if __name__ == "__main__":

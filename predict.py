@@ -28,24 +28,24 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from datasets.intrinsics import resize_intrinsics
 from datasets.captures import open_capture
+from datasets.intrinsics import resize_intrinsics
 from datasets.io import read_depth
 from datasets.prefetch import prefetched
-from models import DepthNetHybrid
+from evaluation.inference_loop import infer_windows
+from evaluation.protocols import estm_protocol, joint_protocol
+from evaluation.run import build_model, file_sha256
+from evaluation.run_files import COLOR_MAX_DEPTH, frame_stem
+from models.depthnet import DepthNetHybrid
 from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
-from utils import fusion
-from utils import metrics as metrics_mod
+from evaluation import fusion
+from evaluation import metrics as metrics_mod
 from utils.config import load_config
 from utils.distributed import resolve_device
-from utils.evaluation import build_model, file_sha256
-from utils.inference_loop import infer_windows
 from utils.io import atomic_open, save_image, save_json
 from utils.logs import setup_logging
 from utils.options import PredictOptions
-from utils.protocols import estm_protocol, joint_protocol
-from utils.run_files import COLOR_MAX_DEPTH, frame_stem
 from utils.visualization import colorize_depth
 
 log = logging.getLogger("predict")

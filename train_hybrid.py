@@ -6,34 +6,15 @@ See `python train_hybrid.py --help` and configs/default.yaml for every option; t
 training/trainer.py, its model, data and precision set-up training/components.py.
 """
 
-import logging
 import sys
 
-from training.components import check_args, seed_everything
-# Also the names tests and tools use from here.
-from training.components import amp_dtype, build_dataset, build_model, grad_scaler  # noqa: F401
-from training.components import wrap_ddp  # noqa: F401
-from training.trainer import NonFiniteLossError, NonFiniteStateError  # noqa: F401
-from training.trainer import Trainer, TrainingInterrupted
-from utils import distributed as dist_utils
-from utils.config import load_config, log_ignored
-from utils.logs import setup_logging
-
-log = logging.getLogger("train")
+from training.run import run_training
+from training.trainer import TrainingInterrupted
 
 
 def main(argv=None) -> dict:
     """Train with the options of ``argv``; returns the run's summary (train_summary.json)."""
-    args = load_config("train", argv, description=__doc__)
-    check_args(args.train)
-    env = dist_utils.init_distributed(args.device)
-    setup_logging(args.log_level, env.is_main)
-    log_ignored(args, log)
-    seed_everything(args.seed)
-    try:
-        return Trainer(args, env).train()
-    finally:
-        dist_utils.cleanup()
+    return run_training(argv, description=__doc__)
 
 
 def cli(argv=None) -> None:

@@ -4,7 +4,7 @@ A :class:`PosedSequence`'s items are those of the evaluation sequences
 (:class:`datasets.sequence.FrameSequence`): ``img`` [3, H, W] RGB 0..255 resized to the
 network size, ``cam_intr`` [3, 3] for the resized image, ``cam_pose`` [4, 4]
 camera-to-world, ``dmap``/``dmask`` (or ``None`` without depth), ``img_path``,
-``frame_id``. So :func:`utils.inference_loop.infer_windows` runs on any of them.
+``frame_id``. So :func:`evaluation.inference_loop.infer_windows` runs on any of them.
 :func:`datasets.captures.open_capture` detects a capture's format and opens it; this module
 reads the ``folder`` format (the DVMVS sample-data layout)::
 
@@ -31,8 +31,8 @@ import torch
 from torch.utils.data import Dataset
 
 from datasets.intrinsics import check_principal_point, resize_intrinsics
-from datasets.io import (DataError, check_rigid_pose, image_size, mask_depth_range,
-                         read_color, read_depth, read_intrinsics, read_pose)
+from datasets.io import (DataError, check_rigid_pose, image_size, mask_depth_range, read_color,
+                         read_depth, read_intrinsics, read_pose)
 from datasets.sequence import frame_item
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

@@ -22,10 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datasets.intrinsics import (OFFICIAL_HW, OFFICIAL_K_33, check_principal_point,
-                                 resize_intrinsics)
-from datasets.io import (DataError, NonFinitePoseError, image_size, listed_dirs,
-                         mask_depth_range, read_color, read_depth, read_intrinsics, read_pose)
+from datasets.intrinsics import OFFICIAL_HW, OFFICIAL_K_33, check_principal_point, resize_intrinsics
+from datasets.io import (DataError, NonFinitePoseError, image_size, listed_dirs, mask_depth_range,
+                         read_color, read_depth, read_intrinsics, read_pose)
 from datasets.sequence import FrameFiles, FrameSequence, index_files, pair_frame_files
 from datasets.windows import train_windows
 from utils.io import save_json

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datasets.io import (DataError, NonFinitePoseError, image_size, mask_depth_range,
-                         read_color, read_depth, read_pose)
 from datasets.intrinsics import check_principal_point, resize_intrinsics
+from datasets.io import (DataError, NonFinitePoseError, image_size, mask_depth_range, read_color,
+                         read_depth, read_pose)
 
 logger = logging.getLogger(__name__)
 

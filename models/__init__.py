@@ -1,5 +1,3 @@
-"""ESTDepth models: ``from models import DepthNetHybrid``."""
+"""ESTDepth models: ``from models.depthnet import DepthNetHybrid``.
 
-from models.depthnet import DepthNetHybrid
-
-__all__ = ["DepthNetHybrid"]
+The package face imports nothing, so importing any one module of it loads no other."""

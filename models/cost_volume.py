@@ -10,7 +10,6 @@ with less work.
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from utils.geometry import homography_warp
 

@@ -6,17 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import factory, precision
 from models.context_encoder import ResnetEncoder
-from models.cost_volume import (build_cost_volume, build_cost_volume_projected,
-                                split_pair_conv)
+from models.cost_volume import build_cost_volume, build_cost_volume_projected, split_pair_conv
 from models.hybrid_decoder import DepthHybridDecoder
 from models.layers import GroupNorm, conv_bn_3d, conv_bn_relu_3d
-from models import factory, precision
 from models.losses import multiscale_depth_loss
 from models.matching_feature import FEATURE_CHANNELS, MatchingFeatureNet
 from models.memory import ESTMemory
 from utils.geometry import COORD_DTYPE, relative_pose, scale_intrinsics
-from utils.depth_metrics import window_metrics
 
 MATCHING_STRIDE = 4  # the matching and cost volumes live at 1/4 resolution
 # The parts torch.compile wraps (--compile): what runs per frame or per window.
@@ -198,7 +196,7 @@ class DepthNetHybrid(nn.Module):
                 # One frame at a time: convolution libraries choose kernels by batch size, so
                 # a frame's features would otherwise change in the last bits with the batch
                 # they were computed in; this way the evaluation's per-frame feature cache
-                # (utils.inference_loop.FrameFeatureCache) reproduces this call bit for bit.
+                # (evaluation.inference_loop.FrameFeatureCache) reproduces this call bit for bit.
                 matching = [precision.run("matching", self.matchingFeature, imgs[:, i])
                             for i in range(n)]
                 per_target = [precision.run("context", self.semanticFeature, imgs[:, i])
@@ -257,14 +255,19 @@ class DepthNetHybrid(nn.Module):
         """The official interface.
 
         ``mode="train"`` returns ``(outputs, losses)`` (``sample`` must hold ``dmaps`` and
-        ``dmasks`` of all frames, ``[B, N, 1, H, W]``); ``"test"`` returns ``(outputs,
-        metrics)`` at scales 0 and 2; ``"val"`` returns ``(outputs, new_costs,
-        new_cam_poses)``, the memory for the next window. The EST transformer runs when it
+        ``dmasks`` of all frames, ``[B, N, 1, H, W]``); ``"val"`` returns ``(outputs,
+        new_costs, new_cam_poses)``, the memory for the next window. The official
+        ``"test"`` (metrics inside ``forward``) is refused: ground truth stays out of the
+        model; :func:`evaluation.metrics.window_metrics` computes the same numbers. The EST transformer runs when it
         is built and either training or given memory, as in the official model.
         ``inputs_checked``: see :meth:`predict`.
         """
-        if mode not in ("train", "test", "val"):
-            raise ValueError(f"mode must be 'train', 'test' or 'val', got {mode!r}")
+        if mode == "test":
+            raise ValueError("mode='test' is not supported: run mode='val' and compute the "
+                             "official window metrics with "
+                             "evaluation.metrics.window_metrics(outputs, gt, mask)")
+        if mode not in ("train", "val"):
+            raise ValueError(f"mode must be 'train' or 'val', got {mode!r}")
         memory = ESTMemory.from_official(pre_costs, pre_cam_poses)
         use_est = memory is not None or mode == "train"
         outputs, new_memory = self.predict(imgs, cam_poses, cam_intr, memory, use_est,
@@ -272,10 +275,8 @@ class DepthNetHybrid(nn.Module):
         if mode == "val":
             return (outputs, *new_memory.to_official())
         gt, mask = _target_ground_truth(sample, imgs.shape[1])
-        if mode == "train":
-            return outputs, precision.run("loss", multiscale_depth_loss, outputs, gt, mask,
-                                          self.depth_min, self.depth_max)
-        return outputs, window_metrics(outputs, gt, mask, scales=(0, 2))
+        return outputs, precision.run("loss", multiscale_depth_loss, outputs, gt, mask,
+                                      self.depth_min, self.depth_max)
 
 
 def check_compile_mode(mode: str) -> None:
@@ -291,6 +292,15 @@ def check_compiled_parts(parts: tuple) -> None:
     if unknown or not parts:
         raise ValueError(f"compiled parts must be some of {', '.join(COMPILED_PARTS)}, got "
                          f"{list(parts)}")
+
+
+def compiled_parts(option: str) -> tuple:
+    """``--compiled_parts``: ``all`` or comma-separated names among ``COMPILED_PARTS``."""
+    if option == "all":
+        return COMPILED_PARTS
+    parts = tuple(p.strip() for p in option.split(",") if p.strip())
+    check_compiled_parts(parts)
+    return parts
 
 
 def normalize_images(imgs: torch.Tensor) -> torch.Tensor:
@@ -319,6 +329,6 @@ def check_inputs(imgs: torch.Tensor, cam_poses: torch.Tensor, cam_intr: torch.Te
 
 def _target_ground_truth(sample, num_frames: int):
     if sample is None or "dmaps" not in sample or "dmasks" not in sample:
-        raise ValueError("modes 'train' and 'test' need sample['dmaps'] and sample['dmasks']")
+        raise ValueError("mode 'train' needs sample['dmaps'] and sample['dmasks']")
     t = slice(1, num_frames - 1)
     return sample["dmaps"][:, t], sample["dmasks"][:, t]

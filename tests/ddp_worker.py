@@ -1,8 +1,8 @@
 """Worker of tests/test_distributed.py (gloo, CPU) and tests/test_cuda.py (NCCL,
 ``--device cuda``), launched with torchrun.
 
-For each configuration ``est{0,1}_seq{3,5}``: build the model with train_hybrid.build_model,
-wrap it with train_hybrid.wrap_ddp, take 3 Adam steps, rank r training on window r of each
+For each configuration ``est{0,1}_seq{3,5}``: build the model with components.build_model,
+wrap it with components.wrap_ddp, take 3 Adam steps, rank r training on window r of each
 step, and write to ``<out>/<config>.json``: whether the ranks ended with identical
 parameters, the first step's DDP gradient against a 1-process gradient on the
 concatenated batch (computed by this worker without the process group), and the frozen
@@ -20,7 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import train_hybrid  # noqa: E402
+from training import components
 from utils import distributed as dist_utils  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
@@ -54,7 +54,7 @@ def model_args(est: bool, seq_len: int):
 
 def build(args, env):
     torch.manual_seed(0)  # same initial weights on every rank and in the reference
-    model = train_hybrid.build_model(args.model, args.train, env)
+    model = components.build_model(args.model, args.train, env)
     # Batch norm from its running statistics: per-rank batch statistics (batch 1) would
     # differ from the concatenated batch's, so the comparison would not be exact.
     model.eval()
@@ -70,7 +70,7 @@ def gradients(model) -> dict:
 def run_config(est: bool, seq_len: int, env, out: Path) -> None:
     args = model_args(est, seq_len)
     model, optimizer = build(args, env)
-    net = train_hybrid.wrap_ddp(model, env)
+    net = components.wrap_ddp(model, env)
     first_grads = None
     for step in range(STEPS):
         optimizer.zero_grad(set_to_none=True)
@@ -118,7 +118,7 @@ def count_index_builds(datapath: str, env, out: Path) -> None:
                                  "--frame_interval", "2", "--depth_min", "0.5",
                                  "--depth_max", "6", "--reloadscan", "True"])
     with dist_utils.main_process_first(env):
-        dataset = train_hybrid.build_dataset(args, reloadscan=args.reloadscan and env.is_main)
+        dataset = components.build_dataset(args, reloadscan=args.reloadscan and env.is_main)
     counts = dist_utils.gather_objects(len(calls), env)
     sizes = dist_utils.gather_objects(len(dataset), env)
     if env.is_main:

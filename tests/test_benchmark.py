@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import benchmark
-from tools.synthetic import generate
+from datasets.synthetic import random_frames
+from datasets.synthetic.writer import generate
+from utils.timing import Timer
 
 TINY = ["--device", "cpu", "--resnet", "18", "--ndepths", "4", "--height", "128",
         "--width", "128", "--iters", "1", "--warmup", "0"]
@@ -87,23 +89,13 @@ def test_benchmark_refuses_too_few_real_frames(redkitchen):
                                "--frame_interval", "20", "--iters", "5"])
 
 
-def test_conv3d_layout_tool_times_both_layouts_in_both_dtypes():
-    from tools import conv3d_layout
-
-    results = conv3d_layout.main(["--device", "cpu", "--batch", "1", "--planes", "4",
-                                  "--height", "8", "--width", "8", "--reps", "1"])
-    assert set(results) == {"float32 NCDHW", "float32 channels_last_3d", "bfloat16 NCDHW",
-                            "bfloat16 channels_last_3d"}
-    assert all(r["forward_ms"] > 0 and r["forward_backward_ms"] > 0 for r in results.values())
-
-
 @pytest.mark.parametrize("fast", [True, False])
 def test_training_steps_run_as_ours_or_as_the_official_train_sample(fast):
     """``--fast false`` times the official step: anomaly detection on in forward and
     backward; ours runs without it. Both take an optimizer step."""
     from contextlib import nullcontext
 
-    from models import DepthNetHybrid
+    from models.depthnet import DepthNetHybrid
     from utils.config import load_config
 
     args = load_config("benchmark", TINY + ["--fast", str(fast).lower()])
@@ -113,7 +105,7 @@ def test_training_steps_run_as_ours_or_as_the_official_train_sample(fast):
     model.pre1.register_forward_hook(lambda m, i, o: seen.append(torch.is_anomaly_enabled()))
     before = model.pre1[0].weight.detach().clone()
     seconds = benchmark.timed_train_steps(model, 1, 0, args, torch.device("cpu"),
-                                          benchmark.Timer(torch.device("cpu"), True), nullcontext)
+                                          Timer(torch.device("cpu"), True), nullcontext)
     assert len(seconds) == 1 and seen and set(seen) == {not fast}
     assert not torch.equal(before, model.pre1[0].weight)  # Adam stepped
     assert not torch.is_anomaly_enabled()
@@ -167,29 +159,20 @@ def test_gpu_busy_time_counts_each_kernel_once():
 
 def test_the_training_window_ignores_the_global_random_state():
     torch.manual_seed(0)
-    first = benchmark.random_window(5, 128, 160, torch.device("cpu"))
+    first = random_frames.random_window(5, 128, 160, torch.device("cpu"))
     torch.rand(10)
-    second = benchmark.random_window(5, 128, 160, torch.device("cpu"))
+    second = random_frames.random_window(5, 128, 160, torch.device("cpu"))
     for a, b in zip(first[:3], second[:3]):
         assert torch.equal(a, b)
     assert torch.equal(first[3]["dmaps"], second[3]["dmaps"])
 
 
-def test_group_norm_tool_times_both_kernels():
-    from tools import group_norm_speed
-
-    results = group_norm_speed.main(["--device", "cpu", "--planes", "2", "--height", "8",
-                                     "--width", "10", "--reps", "1"])
-    assert len(results) == 8 and {"none batch 1 native", "fp16 batch 3 parallel"} <= set(results)
-    assert all(r["forward_ms"] > 0 and r["forward_backward_ms"] > 0 for r in results.values())
-
-
 def test_camera_paths_are_rigid_motions_and_unknown_ones_are_refused():
     for i in range(4):
-        pose = benchmark.camera_pose(i).double()
+        pose = random_frames.camera_pose(i).double()
         R = pose[:3, :3]
         torch.testing.assert_close(R @ R.T, torch.eye(3, dtype=torch.float64), atol=1e-6, rtol=0)
         assert torch.equal(pose[3], torch.tensor([0, 0, 0, 1.0], dtype=torch.float64))
-    assert not torch.equal(benchmark.camera_pose(1)[:3, :3], torch.eye(3))  # it turns
+    assert not torch.equal(random_frames.camera_pose(1)[:3, :3], torch.eye(3))  # it turns
     with pytest.raises(ValueError, match="camera must be one of generic, sideways"):
-        benchmark.camera_pose(1, "orbit")
+        random_frames.camera_pose(1, "orbit")

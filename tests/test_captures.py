@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from datasets.captures import detect_format, open_capture
 from datasets.colmap import MODEL_IDS, qvec_to_rotation
 from datasets.io import DataError
-from datasets.captures import detect_format, open_capture
 from datasets.posed import PosedSequence, select_frames
 from datasets.tum import FREIBURG_INTRINSICS
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from models import DepthNetHybrid
+from models.depthnet import DepthNetHybrid
 from utils import checkpoint as ckpt_io
 from utils.io import atomic_open
 

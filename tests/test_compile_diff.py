@@ -1,4 +1,4 @@
-"""tools/compile_diff.py: compiled training against eager, part by part."""
+"""dev/compile_diff.py: compiled training against eager, part by part."""
 
 import json
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from benchmark import random_window
+from dev import compile_diff, gpu_figures
 from models.depthnet import DepthNetHybrid
-from tools import compile_diff, gpu_figures
 from utils.options import ModelOptions
 
 TINY = ["--device", "cpu", "--resnet", "18", "--ndepths", "4", "--height", "128",

@@ -10,12 +10,12 @@ import pytest
 import torch
 import yaml
 
-import train_hybrid
-from models import DepthNetHybrid, factory, precision
-from utils import evaluation, metrics
+from models import factory, precision
+
+from models.depthnet import DepthNetHybrid
+from training import components
 from utils.checkpoint import CheckpointError
-from utils.config import ConfigError, DEFAULTS, load_config, log_ignored, read_defaults
-from utils.depth_kinds import DEPTH_KINDS
+from utils.config import DEFAULTS, ConfigError, load_config, log_ignored, read_defaults
 from utils.options import (GROUPS, REMOVED, ModelOptions, TrainOptions, from_mapping,
                            render_defaults, section_options)
 
@@ -149,10 +149,5 @@ def test_one_table_of_amp_dtypes():
     assert set(precision.APEX_OPT_LEVELS.values()) <= set(precision.AMP_DTYPES)
     assert precision.training_amp_dtype("none", "O2") is torch.float16
     assert precision.training_amp_dtype("bf16", "O0") is torch.bfloat16
-    assert train_hybrid.amp_dtype(TrainOptions(opt_level="O3")) is torch.float16
-    assert not hasattr(train_hybrid, "AMP_DTYPES") and not hasattr(train_hybrid,
-                                                                   "APEX_FP16_LEVELS")
+    assert components.amp_dtype(TrainOptions(opt_level="O3")) is torch.float16
 
-
-def test_one_list_of_depth_kinds():
-    assert metrics.DEPTH_KINDS is evaluation.DEPTH_KINDS is DEPTH_KINDS

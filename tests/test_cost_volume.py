@@ -4,7 +4,7 @@ before the warp) builds the official volume."""
 import pytest
 import torch
 
-from models import DepthNetHybrid
+from models.depthnet import DepthNetHybrid
 from models.cost_volume import build_cost_volume, build_cost_volume_projected, split_pair_conv
 from models.inference import fold_batchnorm, prepare_for_inference
 from utils.geometry import relative_pose

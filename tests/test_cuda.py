@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 
 import eval_hybrid_seq
-from tools.synthetic import generate
-import train_hybrid
-from models import DepthNetHybrid, precision
+from datasets.synthetic.writer import generate
+from evaluation.inference_loop import infer_windows
+from evaluation.protocols import estm_protocol, joint_protocol
+from models import precision
+from models.depthnet import DepthNetHybrid
 from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
 from tests.test_distributed import CONFIGS, GRAD_RTOL, changed_parameters_after_steps, torchrun
@@ -25,11 +27,10 @@ from tests.test_inference import sideways_frames
 from tests.test_precision import (BOUNDS, assert_float32_outputs, assert_within_bounds,
                                   depth_errors, fixture_model, recorded_outputs, replay)
 from tests.test_reference import DEPTH_TOL, PROB_TOL
+from training import trainer as trainer_lib
 from utils import distributed as dist_utils
 from utils.checkpoint import save_checkpoint
 from utils.config import load_config
-from utils.inference_loop import infer_windows
-from utils.protocols import estm_protocol, joint_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 # A replayed graph runs the eager call's kernels: the same depths up to the rounding of
@@ -89,7 +90,7 @@ def test_mixed_precision_stays_within_the_bounds(reference, dtype):
 @pytest.mark.parametrize("amp", ["fp16", "bf16"])
 def test_one_mixed_precision_training_step(tiny_set, tmp_path, amp):
     args = load_config("train", _train_args(tiny_set, tmp_path / amp, "--amp", amp))
-    trainer = train_hybrid.Trainer(args, dist_utils.init_distributed("cuda"))
+    trainer = trainer_lib.Trainer(args, dist_utils.init_distributed("cuda"))
     assert trainer.scaler.is_enabled() == (amp == "fp16")
     trainable, changed = changed_parameters_after_steps(trainer, steps=1)
     assert trainable == changed
@@ -108,7 +109,7 @@ def test_sync_batch_norm_on_one_gpu_trains_every_parameter(tiny_set, tmp_path, m
     try:
         args = load_config("train", _train_args(tiny_set, tmp_path / "sync", "--sync_bn", "True",
                                                 "--using_apex", "True", "--opt_level", "O1"))
-        trainer = train_hybrid.Trainer(args, dist_utils.init_distributed("cuda"))
+        trainer = trainer_lib.Trainer(args, dist_utils.init_distributed("cuda"))
         kinds = {type(m) for m in trainer.model.modules()}
         assert torch.nn.SyncBatchNorm in kinds
         assert not {torch.nn.BatchNorm2d, torch.nn.BatchNorm3d} & kinds
@@ -210,7 +211,7 @@ def test_window_features_and_decode_never_wait_for_the_gpu():
 def test_a_training_step_waits_for_the_gpu_once(tiny_set, tmp_path, monkeypatch):
     """Only the step's one reduction (losses, finiteness, stop) reads from the GPU."""
     args = load_config("train", _train_args(tiny_set, tmp_path, "--max_iters", "1"))
-    trainer = train_hybrid.Trainer(args, dist_utils.init_distributed("cuda"))
+    trainer = trainer_lib.Trainer(args, dist_utils.init_distributed("cuda"))
     batch = next(iter(trainer.loader))
     assert batch["imgs"].is_pinned()
     real, reductions = dist_utils.reduce_step, []
@@ -240,7 +241,7 @@ def test_compiled_training_takes_the_eager_steps(tiny_set, tmp_path, amp, mode):
             tiny_set, tmp_path / compiled, "--max_iters", "3", "--lr", "1e-5", "--amp", amp,
             "--compile", compiled, "--compile_mode", mode))
         seed_everything(args.seed)
-        trainer = train_hybrid.Trainer(args, dist_utils.init_distributed("cuda"))
+        trainer = trainer_lib.Trainer(args, dist_utils.init_distributed("cuda"))
         batch = next(iter(trainer.loader))
         losses[compiled] = [trainer.process_batch(batch, clip=10.0)[0]["loss"]
                             for _ in range(3)]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import benchmark
-from models import DepthNetHybrid
+from models.depthnet import DepthNetHybrid
 from models.cuda_graphs import GraphedCall, flatten, graph_inference, unflatten
 from models.inference import prepare_for_inference
 from models.memory import ESTMemory

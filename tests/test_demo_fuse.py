@@ -2,9 +2,9 @@
 
 import demo
 from datasets.scannet import ScanNetSequence
-from tools.synthetic import generate
+from datasets.synthetic.writer import generate
+from evaluation.run_files import frame_stem
 from utils.config import load_config
-from utils.run_files import frame_stem
 from utils.io import save_npy
 
 

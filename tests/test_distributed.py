@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tools.synthetic import generate
-import train_hybrid
+from datasets.synthetic.writer import generate
+from training import components
+from training import trainer as trainer_lib
 from utils import distributed as dist_utils
 from utils.config import load_config
 
@@ -71,13 +72,13 @@ def test_sync_bn_on_cpu_is_refused_clearly():
                                  "--sync_bn", "True"])
     env = dist_utils.DistEnv(0, 0, 1, torch.device("cpu"))
     with pytest.raises(ValueError, match="--sync_bn needs GPUs"):
-        train_hybrid.build_model(args.model, args.train, env)
+        components.build_model(args.model, args.train, env)
 
 
 def test_the_trained_model_runs_the_fast_layers():
     args = load_config("train", ["--device", "cpu", "--resnet", "18", "--ndepths", "4"])
     env = dist_utils.DistEnv(0, 0, 1, torch.device("cpu"))
-    model = train_hybrid.build_model(args.model, args.train, env)
+    model = components.build_model(args.model, args.train, env)
     assert model.fast_layers and model.CostRegNet.split_key_value
 
 
@@ -85,23 +86,23 @@ def test_apex_options_map_to_native_equivalents():
     def parse(*argv):
         return load_config("train", list(argv))
 
-    assert train_hybrid.amp_dtype(parse("--using_apex", "True", "--opt_level", "O2")) \
+    assert components.amp_dtype(parse("--using_apex", "True", "--opt_level", "O2")) \
         == torch.float16
-    assert train_hybrid.amp_dtype(parse("--using_apex", "True")) is None  # O0: float32
+    assert components.amp_dtype(parse("--using_apex", "True")) is None  # O0: float32
     with pytest.raises(ValueError, match="contradicts"):
-        train_hybrid.amp_dtype(parse("--opt_level", "O1", "--amp", "bf16"))
+        components.amp_dtype(parse("--opt_level", "O1", "--amp", "bf16"))
     with pytest.raises(ValueError, match="opt_level"):
-        train_hybrid.amp_dtype(parse("--opt_level", "O4"))
+        components.amp_dtype(parse("--opt_level", "O4"))
     cpu = torch.device("cpu")
-    fixed = train_hybrid.grad_scaler(parse("--loss_scale", "128"), cpu, torch.float16)
+    fixed = components.grad_scaler(parse("--loss_scale", "128"), cpu, torch.float16)
     assert fixed.is_enabled() and fixed.get_scale() == 128.0
     assert fixed.get_growth_interval() == 2 ** 31 - 1
-    dynamic = train_hybrid.grad_scaler(parse("--loss_scale", "dynamic"), cpu, torch.float16)
+    dynamic = components.grad_scaler(parse("--loss_scale", "dynamic"), cpu, torch.float16)
     assert dynamic.get_growth_interval() == 2000
-    assert not train_hybrid.grad_scaler(parse(), cpu, torch.bfloat16).is_enabled()
+    assert not components.grad_scaler(parse(), cpu, torch.bfloat16).is_enabled()
     with pytest.raises(ValueError, match="loss_scale"):
-        train_hybrid.grad_scaler(parse("--loss_scale", "big"), cpu, torch.float16)
-    assert not hasattr(train_hybrid.Trainer, "_wrap_apex")
+        components.grad_scaler(parse("--loss_scale", "big"), cpu, torch.float16)
+    assert not hasattr(trainer_lib.Trainer, "_wrap_apex")
 
 
 def changed_parameters_after_steps(trainer, steps: int = 2):
@@ -128,7 +129,7 @@ def test_every_trainable_parameter_batch_norm_included_changes(tmp_path):
         "--ndepths", "4", "--depth_min", "0.5", "--depth_max", "6", "--seq_len", "3",
         "--frame_interval", "2", "--num_workers", "0", "--lr", "1e-3", "--warmup_iters", "0",
         "--IF_EST_transformer", "False", "--using_apex", "True", "--opt_level", "O0"])
-    trainer = train_hybrid.Trainer(args, dist_utils.init_distributed("cpu"))
+    trainer = trainer_lib.Trainer(args, dist_utils.init_distributed("cpu"))
     trainable, changed = changed_parameters_after_steps(trainer)
     assert any(".bn1.weight" in n or n.endswith(".1.bias") for n in trainable)
     assert trainable - changed == set()

@@ -11,10 +11,11 @@ import torch
 
 import eval_hybrid
 import eval_hybrid_seq
-from models import DepthNetHybrid
+from datasets.synthetic.writer import generate
+from models.depthnet import DepthNetHybrid
 from tests.test_metrics import hand_metrics
-from tools.synthetic import generate
-from utils import evaluation, run_files
+from evaluation import run as eval_run
+from evaluation import run_files
 from utils.checkpoint import save_checkpoint
 from utils.options import ModelOptions, from_mapping
 
@@ -183,7 +184,7 @@ def test_interrupted_evaluation_resumes_to_identical_files(seven_set, ckpt, estm
                                                            tmp_path, monkeypatch):
     reference = _tree(Path(estm_run["run_dir"]))
     evalpath = tmp_path / "interrupted"
-    real_save, calls = evaluation.save_target, []
+    real_save, calls = eval_run.save_target, []
 
     def crash_on_fourth_frame(*args, **kwargs):
         calls.append(args[1])
@@ -191,10 +192,10 @@ def test_interrupted_evaluation_resumes_to_identical_files(seven_set, ckpt, estm
             raise Killed("simulated kill")
         return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(evaluation, "save_target", crash_on_fourth_frame)
+    monkeypatch.setattr(eval_run, "save_target", crash_on_fourth_frame)
     with pytest.raises(Killed):
         eval_hybrid_seq.main(_estm_args(seven_set, ckpt, evalpath))
-    monkeypatch.setattr(evaluation, "save_target", real_save)
+    monkeypatch.setattr(eval_run, "save_target", real_save)
 
     run_dir = evalpath / "estm"
     first, second = run_dir / "room0000" / "seq-01", run_dir / "room0001" / "seq-01"

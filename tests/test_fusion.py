@@ -1,16 +1,18 @@
-"""TSDF fusion, mesh extraction, PLY I/O and mesh metrics (utils/fusion.py)."""
+"""TSDF fusion, mesh extraction, PLY I/O and mesh metrics (evaluation/fusion.py)."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tools.synthetic import default_intrinsics, random_scene, render
-from utils import fusion
+from datasets.synthetic.render import render
+from datasets.synthetic.scene import random_scene
+from datasets.synthetic.writer import default_intrinsics
+from evaluation import fusion
 
 
 def load_ply(path) -> fusion.Mesh:
-    """Read a PLY written by :func:`utils.fusion.save_ply` (binary little-endian,
+    """Read a PLY written by :func:`evaluation.fusion.save_ply` (binary little-endian,
     triangles only)."""
     path = Path(path)
     data = path.read_bytes()

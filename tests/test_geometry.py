@@ -192,14 +192,34 @@ def test_plane_sweep_decides_border_samples_in_float64():
     assert torch.allclose(warped[..., :-1], torch.ones(1, 1, 1, h, w - 1))
 
 
+def _nudged(monkeypatch, nudge: float) -> None:
+    """Move the warps' float64 deciding coordinates by a relative ``nudge`` (what fused
+    multiply-adds do to them): pixels about the image centre, planes about the middle."""
+    real_grid, real_coords = G.sampling_grid, G._volume_coords
+
+    def grid(pix, h, w, decide=None):
+        if decide is not None:
+            centre = torch.tensor([(w - 1) / 2, (h - 1) / 2], dtype=decide.dtype)
+            centre = centre.view(1, 2, *[1] * (decide.dim() - 2))
+            decide = (decide - centre) * (1 + nudge) + centre
+        return real_grid(pix, h, w, decide)
+
+    def coords(d, h, w, depth_min, depth_interval, src_T_ref, K):
+        pix, plane = real_coords(d, h, w, depth_min, depth_interval, src_T_ref, K)
+        if src_T_ref.dtype != G.COORD_DTYPE:
+            return pix, plane
+        return pix, plane * (1 + nudge)
+
+    monkeypatch.setattr(G, "sampling_grid", grid)
+    monkeypatch.setattr(G, "_volume_coords", coords)
+
+
 @pytest.mark.parametrize("src_T_ref", [torch.eye(4, dtype=torch.float64)[None],
                                        _pose(t=(0.05, 0, 0))], ids=["still", "sideways"])
 def test_border_decisions_do_not_turn_on_the_last_bit(monkeypatch, src_T_ref):
     """A camera that stands still or moves sideways puts whole planes, rows and columns
     exactly on the border. Moving every deciding coordinate by a relative 1e-13 (what fused
     multiply-adds do to it) changes no warped value; without the slack it does."""
-    from tools.boundary_nudge import nudged_decisions
-
     torch.manual_seed(0)
     vol = torch.rand(1, 2, 6, 16, 20)
     src = torch.rand(1, 2, 16, 20)
@@ -211,7 +231,8 @@ def test_border_decisions_do_not_turn_on_the_last_bit(monkeypatch, src_T_ref):
 
     def changed_by_the_nudge():
         before = warps()
-        with nudged_decisions(1e-13):
+        with monkeypatch.context() as nudging:
+            _nudged(nudging, 1e-13)
             return [not torch.equal(a, b) for a, b in zip(before, warps())]
 
     assert changed_by_the_nudge() == [False, False]

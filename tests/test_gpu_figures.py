@@ -1,11 +1,11 @@
-"""tools/gpu_figures.py: the prepared GPU run (its steps parse, its summary, its refusals)."""
+"""dev/gpu_figures.py: the prepared GPU run (its steps parse, its summary, its refusals)."""
 
 import json
 
 import pytest
 import torch
 
-from tools import gpu_figures
+from dev import gpu_figures
 from utils.config import load_config
 
 

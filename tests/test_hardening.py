@@ -21,14 +21,15 @@ import torch
 
 import demo
 import eval_hybrid_seq
-from tools.synthetic import cli as synthetic_cli
-from tools.synthetic import generate
 from datasets.io import DataError, listed_dirs, read_color, read_depth, read_pose
-from models import DepthNetHybrid
+from datasets.synthetic import cli as synthetic_cli
+from datasets.synthetic.writer import generate
+from models.depthnet import DepthNetHybrid
 from utils import checkpoint as ckpt_io
-from utils import evaluation
+from evaluation import run as eval_run
+from evaluation import run_files, run_metrics
+from evaluation import scenes as eval_scenes
 from utils import io as io_utils
-from utils import eval_scenes, run_files, run_metrics
 from utils.config import ConfigError, build_parser, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -278,7 +279,7 @@ def test_an_unreadable_prediction_of_official_outputs_names_the_file(tmp_path):
 # ------------------------------------------------------------ 10. nothing predicted
 def test_a_scene_too_short_for_one_window_is_an_error_and_not_marked(seven_set, ckpt,
                                                                      tmp_path):
-    with pytest.raises(evaluation.NothingPredictedError, match="lower --frame_interval"):
+    with pytest.raises(eval_run.NothingPredictedError, match="lower --frame_interval"):
         eval_hybrid_seq.main(_estm(seven_set, ckpt, tmp_path, "--frame_interval", "10"))
     assert not list(tmp_path.rglob(run_files.MARKER))
     assert not list(tmp_path.rglob("*.npy"))
@@ -320,7 +321,7 @@ def test_outputs_respect_the_umask(tmp_path, umask, mode):
 
 # ------------------------------------------------------- 14. options before the work
 def test_bad_options_are_refused_before_any_work(seven_set, ckpt, tmp_path, monkeypatch):
-    monkeypatch.setattr(evaluation, "build_model", lambda *a, **k: pytest.fail("model built"))
+    monkeypatch.setattr(eval_run, "build_model", lambda *a, **k: pytest.fail("model built"))
     with pytest.raises(ValueError, match="--pred_resize"):
         eval_hybrid_seq.main(_estm(seven_set, ckpt, tmp_path, "--pred_resize", "cubic"))
     with pytest.raises(ValueError, match="min_depth_eval"):
@@ -360,7 +361,7 @@ def test_model_options_come_from_the_checkpoint(seven_set, ckpt, tmp_path):
 
 def test_official_checkpoints_keep_the_official_defaults():
     args = load_config("eval", [])
-    evaluation.apply_checkpoint_options(args, {"model": {}, "epoch": 6})
+    eval_run.apply_checkpoint_options(args, {"model": {}, "epoch": 6})
     assert (args.resnet, args.ndepths, args.depth_min, args.depth_max,
             args.IF_EST_transformer) == (50, 64, 0.1, 10.0, True)
 
@@ -394,7 +395,7 @@ def test_readme_shows_the_demo_table_as_the_demo_prints_it():
         values = [float(v) for v in values]
         results.setdefault((data, model), {})[mode] = {"overall": {
             kind: {"mean_over_frames": dict(zip(demo.SHOWN, values[4 * k:4 * k + 4]))}
-            for k, kind in enumerate(evaluation.DEPTH_KINDS)}}
+            for k, kind in enumerate(eval_run.DEPTH_KINDS)}}
     assert len(rows) == 8
     printed = demo.results_table(results) + "\n" + demo.improvement_lines(results)
     assert "\n".join(lines) == printed

@@ -13,12 +13,12 @@ import torch
 
 import demo
 import train_hybrid
-from models import DepthNetHybrid
+from models.depthnet import DepthNetHybrid
 from tests.test_train import make_train_scenes
+from training import trainer as trainer_lib
 from utils import checkpoint as ckpt_io
 from utils import distributed as dist_utils
 from utils.config import load_config
-
 
 TRAIN = ["--dataset", "synthetic", "--device", "cpu", "--height", "128", "--width", "128",
          "--resnet", "18", "--ndepths", "4", "--depth_min", "0.5", "--depth_max", "6",
@@ -37,20 +37,20 @@ def train_set(tmp_path_factory):
 def trainer(train_set, tmp_path):
     args = load_config("train", TRAIN + ["--datapath", train_set, "--logdir",
                                          str(tmp_path / "logs"), "--max_iters", "1"])
-    return train_hybrid.Trainer(args, dist_utils.init_distributed("cpu"))
+    return trainer_lib.Trainer(args, dist_utils.init_distributed("cpu"))
 
 
 def test_non_finite_batch_norm_statistics_are_never_saved(trainer):
     trainer.step = 17
     name, buffer = next((n, b) for n, b in trainer.model.named_buffers() if "running_var" in n)
     buffer[0] = float("inf")
-    with pytest.raises(train_hybrid.NonFiniteStateError, match=f"step 17.*{re.escape(name)}"):
+    with pytest.raises(trainer_lib.NonFiniteStateError, match=f"step 17.*{re.escape(name)}"):
         trainer.save(epoch_end=False)
     assert not list(Path(trainer.args.logdir).glob("*.ckpt"))
 
 
 def test_non_finite_loss_stop_is_reached_by_a_diverging_run(train_set, tmp_path):
-    with pytest.raises(train_hybrid.NonFiniteLossError, match="non-finite loss at step 2"):
+    with pytest.raises(trainer_lib.NonFiniteLossError, match="non-finite loss at step 2"):
         train_hybrid.main(TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path),
                                    "--lr", "1e12", "--warmup_iters", "0", "--max_iters", "3"])
 
@@ -92,14 +92,14 @@ def test_resume_applies_a_new_lr_and_stops_at_the_final_step(train_set, tmp_path
 
 def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(train_set, tmp_path, monkeypatch,
                                                            capsys):
-    real = train_hybrid.Trainer.process_batch
+    real = trainer_lib.Trainer.process_batch
 
     def preempted(self, batch, clip):
         if self.step == 0:  # during the first step
             os.kill(os.getpid(), signal.SIGTERM)
         return real(self, batch, clip)
 
-    monkeypatch.setattr(train_hybrid.Trainer, "process_batch", preempted)
+    monkeypatch.setattr(trainer_lib.Trainer, "process_batch", preempted)
     argv = TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path), "--max_iters", "2",
                     "--summary_freq", "1"]
     with pytest.raises(SystemExit) as stop:
@@ -113,7 +113,7 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(train_set, tmp_path, 
     assert len(events) == 1 and b"train/loss" in events[0].read_bytes()
     # the handlers are back: a later SIGTERM would end the process as usual
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    monkeypatch.setattr(train_hybrid.Trainer, "process_batch", real)
+    monkeypatch.setattr(trainer_lib.Trainer, "process_batch", real)
     resumed = train_hybrid.main(argv + ["--resume", "True"])
     assert resumed["global_step"] == 2
 
@@ -135,7 +135,7 @@ def test_temporary_files_of_a_killed_save_are_removed_at_the_next_start(trainer,
     stale.write_bytes(b"half a checkpoint")
     mine = logdir / "notes.tmp"
     mine.write_text("not ours")
-    train_hybrid.Trainer(trainer.args, trainer.env)
+    trainer_lib.Trainer(trainer.args, trainer.env)
     assert not stale.exists() and mine.exists()
 
 

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from models import DepthNetHybrid
+from evaluation.inference_loop import FrameFeatureCache, infer_windows
+from evaluation.protocols import estm_protocol, joint_protocol
+from models.depthnet import DepthNetHybrid
 from models.inference import fold_batchnorm, prepare_for_inference
 from models.memory import MemoryBuffer
-from utils.inference_loop import FrameFeatureCache, infer_windows
-from utils.protocols import estm_protocol, joint_protocol
 
 HW = (128, 128)
 FRAMES = 8

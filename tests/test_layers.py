@@ -3,7 +3,6 @@ parallel statistics."""
 
 import pytest
 import torch
-
 import torch.nn.functional as F
 
 from models.layers import Conv3d, GroupNorm, WholeSampleNorm
@@ -102,7 +101,7 @@ def test_group_norm_takes_the_parallel_path_only_on_a_gpu_when_asked(monkeypatch
 
 
 def test_the_fast_layers_switch_the_est_norms():
-    from models import DepthNetHybrid
+    from models.depthnet import DepthNetHybrid
 
     model = DepthNetHybrid(ndepths=4, depth_min=0.5, depth_max=5.0, resnet=18)
     norms = [m for m in model.modules() if isinstance(m, GroupNorm)]

@@ -1,4 +1,4 @@
-"""utils.depth_metrics, utils.metrics and utils.run_metrics: formulas, masking, resizing,
+"""evaluation.metrics, evaluation.metrics and evaluation.run_metrics: formulas, masking, resizing,
 temporal consistency, saved-prediction tables.
 
 Expected values are computed by hand or with numpy/cv2, independently of the code under test.
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils import metrics, run_metrics
-from utils.depth_metrics import depth_metrics
+from evaluation.metrics import depth_metrics
+from evaluation import metrics, run_metrics
 
 GT_HW, PRED_HW = (15, 20), (8, 10)   # the real data's 480/256 x 640/320 ratios, scaled down
 SCENE = "scene0000_00"

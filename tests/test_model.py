@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import DepthNetHybrid
+from evaluation.metrics import window_metrics
+from models.depthnet import DepthNetHybrid
 from models.hybrid_decoder import depth_from_logits
 from models.memory import MemoryBuffer
 from tests.conftest import shared_path
@@ -91,11 +92,14 @@ def test_batch2_ndepths32_val_mode_with_memory(small_model):
 
 
 @torch.no_grad()
-def test_test_mode_returns_the_official_metrics(small_model):
+def test_the_official_window_metrics_are_computed_outside_the_model(small_model):
     imgs, poses, intr, sample = _window(frames=3)
     sample["dmaps"][:, 1, :, :8] = 0.0  # invalid rows the metrics must leave out
     sample["dmasks"][:, 1, :, :8] = False
-    outputs, metrics = small_model.eval()(imgs, poses, intr, sample, mode="test")
+    with pytest.raises(ValueError, match="window_metrics"):
+        small_model.eval()(imgs, poses, intr, sample, mode="test")
+    outputs = small_model(imgs, poses, intr, mode="val")[0]
+    metrics = window_metrics(outputs, sample["dmaps"][:, 1:2], sample["dmasks"][:, 1:2])
     names = ("a1", "a2", "a3", "abs_diff", "abs_rel", "sq_rel", "rmse", "rmse_log")
     assert set(metrics) == {f"{n}_{s}" for n in names for s in (0, 2)}
     mask = sample["dmasks"][0, 1, 0].numpy()

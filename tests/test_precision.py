@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import DepthNetHybrid, precision
+from models import precision
+
+from models.depthnet import DepthNetHybrid
 from models.memory import MemoryBuffer
 from utils.options import ModelOptions, from_mapping
 

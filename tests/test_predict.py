@@ -1,6 +1,7 @@
 """predict.py end to end, and fusion of real ground-truth depth (the 7-Scenes sample)."""
 
 import json
+
 import cv2
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import pytest
 import predict
 from datasets.seven_scenes import SevenScenesSequence
 from tests.test_fusion import load_ply
-from utils import fusion
+from evaluation import fusion
 
 TINY = ["--resnet", "18", "--ndepths", "4", "--height", "128", "--width", "128",
         "--depth_min", "0.5", "--depth_max", "6", "--device", "cpu", "--log_level", "WARNING"]

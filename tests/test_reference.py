@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from models import DepthNetHybrid
+from models.depthnet import DepthNetHybrid
 from models.memory import MemoryBuffer
 from utils.options import ModelOptions, from_mapping
 

@@ -13,8 +13,9 @@ import pytest
 
 from datasets.intrinsics import OFFICIAL_K_33, SEVEN_SCENES_K_33
 from datasets.io import read_depth, read_intrinsics, read_pose
-import tools.synthetic as synthetic
-from tools.synthetic import writer
+from datasets.synthetic import render as render_mod
+from datasets.synthetic import scene as scene_mod
+from datasets.synthetic import writer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,16 +44,16 @@ def _expected_plane_depth(world_T_cam, K, height, width, axis, coordinate):
 
 @pytest.fixture(scope="module")
 def scene():
-    scene, _ = synthetic.random_scene(np.random.default_rng([7, 0]))
+    scene, _ = scene_mod.random_scene(np.random.default_rng([7, 0]))
     return scene
 
 
 def test_fronto_parallel_wall_has_constant_z_depth(scene):
     room_only = dataclasses.replace(scene, boxes=[], panels=[])
     height, width = 60, 80
-    K = synthetic.default_intrinsics("scannet", height, width)
+    K = writer.default_intrinsics("scannet", height, width)
     position = np.array([0.0, 0.0, 1.3])
-    _, depth, sid = synthetic.render(room_only, _look_at(position, 0.0, 0.0), K, height, width)
+    _, depth, sid = render_mod.render(room_only, _look_at(position, 0.0, 0.0), K, height, width)
     wall = sid == 1  # the x = room_hi[0] wall
     assert wall.mean() > 0.3
     # z-depth, not ray length: the same value at every pixel of a fronto-parallel plane.
@@ -60,13 +61,13 @@ def test_fronto_parallel_wall_has_constant_z_depth(scene):
 
 
 def test_depth_matches_analytic_planes_for_a_rotated_camera(scene):
-    box = synthetic.Box(center_xy=np.array([1.2, 0.1]), yaw=0.0, half_xy=np.array([0.2, 0.3]),
+    box = scene_mod.Box(center_xy=np.array([1.2, 0.1]), yaw=0.0, half_xy=np.array([0.2, 0.3]),
                         z_range=(0.0, 1.0))
     with_box = dataclasses.replace(scene, boxes=[box], panels=[])
     height, width = 60, 80
-    K = synthetic.default_intrinsics("scannet", height, width)
+    K = writer.default_intrinsics("scannet", height, width)
     world_T_cam = _look_at(np.array([-0.3, 0.2, 1.4]), yaw=0.25, pitch=-0.3, roll=0.1)
-    _, depth, sid = synthetic.render(with_box, world_T_cam, K, height, width)
+    _, depth, sid = render_mod.render(with_box, world_T_cam, K, height, width)
 
     planes = {1: (0, with_box.room_hi[0]),          # far wall x = hi
               4: (2, 0.0),                           # floor
@@ -85,24 +86,24 @@ def _files(root: Path) -> dict[str, bytes]:
 
 def test_same_seed_gives_identical_bytes_and_other_seeds_differ(tmp_path):
     kwargs = dict(layout="scannet", scenes=2, frames=3, height=48, width=64, val=0, test=1)
-    synthetic.generate(tmp_path / "a", seed=5, workers=1, **kwargs)
-    synthetic.generate(tmp_path / "b", seed=5, workers=2, **kwargs)
-    synthetic.generate(tmp_path / "c", seed=6, workers=1, **kwargs)
+    writer.generate(tmp_path / "a", seed=5, workers=1, **kwargs)
+    writer.generate(tmp_path / "b", seed=5, workers=2, **kwargs)
+    writer.generate(tmp_path / "c", seed=6, workers=1, **kwargs)
     a, b, c = (_files(tmp_path / name) for name in "abc")
     assert a == b
     assert a.keys() == c.keys() and a["scene0000_00/rgb/0.jpg"] != c["scene0000_00/rgb/0.jpg"]
 
 
 def test_written_files_agree_with_the_renderer(tmp_path):
-    synthetic.generate(tmp_path, "scannet", scenes=1, frames=3, height=48, width=64, seed=1,
+    writer.generate(tmp_path, "scannet", scenes=1, frames=3, height=48, width=64, seed=1,
                        val=0, test=0, workers=1)
     scene_dir = tmp_path / "scene0000_00"
     K = read_intrinsics(scene_dir / "intrinsic" / "intrinsic_color.txt")
     np.testing.assert_allclose(K, OFFICIAL_K_33 * [[0.1], [0.1], [1.0]], atol=1e-9)
-    scene, _ = synthetic.random_scene(np.random.default_rng([1, 0]))
+    scene, _ = scene_mod.random_scene(np.random.default_rng([1, 0]))
     for index in range(3):
         world_T_cam = read_pose(scene_dir / "pose" / f"{index}.txt")
-        _, depth, _ = synthetic.render(scene, world_T_cam, K, 48, 64)
+        _, depth, _ = render_mod.render(scene, world_T_cam, K, 48, 64)
         written = read_depth(scene_dir / "depth" / f"{index}.png")
         assert np.abs(written - depth).max() <= 0.5e-3 + 1e-6  # millimetre rounding only
     splits = tmp_path / "splits"
@@ -110,10 +111,10 @@ def test_written_files_agree_with_the_renderer(tmp_path):
 
 
 def test_textures_are_rich_enough_to_match(scene):
-    K = synthetic.default_intrinsics("scannet", 120, 160)
-    _, trajectory = synthetic.random_scene(np.random.default_rng([7, 0]))
+    K = writer.default_intrinsics("scannet", 120, 160)
+    _, trajectory = scene_mod.random_scene(np.random.default_rng([7, 0]))
     for world_T_cam in trajectory.poses(60)[::20]:
-        rgb, _, _ = synthetic.render(scene, world_T_cam, K, 120, 160)
+        rgb, _, _ = render_mod.render(scene, world_T_cam, K, 120, 160)
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
         gradient = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
         patch_std = grey.reshape(15, 8, 20, 8).std(axis=(1, 3))
@@ -122,9 +123,9 @@ def test_textures_are_rich_enough_to_match(scene):
 
 
 def test_camera_moves_like_handheld_video_and_depth_stays_indoor():
-    K = synthetic.default_intrinsics("scannet", 30, 40)
+    K = writer.default_intrinsics("scannet", 30, 40)
     for seed in range(5):
-        scene, trajectory = synthetic.random_scene(np.random.default_rng([seed, 0]))
+        scene, trajectory = scene_mod.random_scene(np.random.default_rng([seed, 0]))
         poses = trajectory.poses(100)
         step = np.linalg.norm(np.diff(poses[:, :3, 3], axis=0), axis=1)
         relative = np.einsum("nji,njk->nik", poses[:-1, :3, :3], poses[1:, :3, :3])
@@ -134,14 +135,14 @@ def test_camera_moves_like_handheld_video_and_depth_stays_indoor():
         assert 0.3 < angle.mean() < 1.5 and angle.max() < 2.0
         # Frames 10 apart: a baseline of a decimetre or more gives the matcher parallax.
         assert np.linalg.norm(poses[10:, :3, 3] - poses[:-10, :3, 3], axis=1).mean() > 0.08
-        depths = np.concatenate([synthetic.render(scene, pose, K, 30, 40)[1].ravel()
+        depths = np.concatenate([render_mod.render(scene, pose, K, 30, 40)[1].ravel()
                                  for pose in poses[::25]])
-        assert 0.4 < depths.min() and depths.max() < synthetic.MAX_DEPTH
+        assert 0.4 < depths.min() and depths.max() < scene_mod.MAX_DEPTH
 
 
 def test_command_line_writes_the_7scenes_layout(tmp_path):
     out = tmp_path / "seven"
-    subprocess.run([sys.executable, "-m", "tools.synthetic", "--out", str(out), "--layout",
+    subprocess.run([sys.executable, "-m", "datasets.synthetic", "--out", str(out), "--layout",
                     "7scenes", "--scenes", "1", "--frames", "2", "--height", "48", "--width", "64",
                     "--workers", "1"], cwd=REPO, check=True, capture_output=True)
     seq = out / "room0000" / "seq-01"
@@ -156,7 +157,7 @@ def test_command_line_writes_the_7scenes_layout(tmp_path):
 
 def test_7scenes_layout_marks_far_depth_with_65535(tmp_path, monkeypatch):
     monkeypatch.setattr(writer, "MAX_DEPTH", 2.0)  # the depth writer's range
-    synthetic.generate(tmp_path, "7scenes", scenes=1, frames=1, height=48, width=64, seed=0,
+    writer.generate(tmp_path, "7scenes", scenes=1, frames=1, height=48, width=64, seed=0,
                        workers=1)
     raw = cv2.imread(str(tmp_path / "room0000" / "seq-01" / "frame-000000.depth.png"),
                      cv2.IMREAD_UNCHANGED)
@@ -175,7 +176,7 @@ def test_interrupted_generation_leaves_no_scene(tmp_path, monkeypatch):
 
     monkeypatch.setattr(writer, "render", failing_render)
     with pytest.raises(KeyboardInterrupt):
-        synthetic.generate(tmp_path, "scannet", scenes=1, frames=5, height=24, width=32,
+        writer.generate(tmp_path, "scannet", scenes=1, frames=5, height=24, width=32,
                            val=0, test=0, workers=1)
     assert list(tmp_path.iterdir()) == []
 
@@ -183,7 +184,7 @@ def test_interrupted_generation_leaves_no_scene(tmp_path, monkeypatch):
 def test_existing_scenes_are_not_overwritten_by_default(tmp_path):
     kwargs = dict(layout="scannet", scenes=1, frames=1, height=24, width=32, val=0, test=0,
                   workers=1)
-    synthetic.generate(tmp_path, **kwargs)
+    writer.generate(tmp_path, **kwargs)
     with pytest.raises(FileExistsError, match="scene0000_00"):
-        synthetic.generate(tmp_path, **kwargs)
-    synthetic.generate(tmp_path, overwrite=True, **kwargs)
+        writer.generate(tmp_path, **kwargs)
+    writer.generate(tmp_path, overwrite=True, **kwargs)

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from tools.synthetic import generate
 import train_hybrid
-from models import DepthNetHybrid
+from datasets.synthetic.writer import generate
+from models.depthnet import DepthNetHybrid
+from training import components
+from training import trainer as trainer_lib
 from utils import checkpoint as ckpt_io
 from utils import distributed as dist_utils
 from utils.config import load_config
@@ -105,7 +107,7 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monke
 
 def test_non_finite_loss_stops_with_step_samples_and_last_checkpoint(tiny_set, tmp_path):
     args = load_config("train", _args(tiny_set, tmp_path / "nan", "--max_iters", "1"))
-    trainer = train_hybrid.Trainer(args, dist_utils.init_distributed("cpu"))
+    trainer = trainer_lib.Trainer(args, dist_utils.init_distributed("cpu"))
     trainer.last_checkpoint = "/somewhere/model_000003.ckpt"
     real_forward = trainer.net.forward
 
@@ -117,7 +119,7 @@ def test_non_finite_loss_stops_with_step_samples_and_last_checkpoint(tiny_set, t
     trainer.net.forward = nan_loss
     batch = next(iter(trainer.loader))
     before = [p.detach().clone() for p in trainer.model.parameters()]
-    with pytest.raises(train_hybrid.NonFiniteLossError) as err:
+    with pytest.raises(trainer_lib.NonFiniteLossError) as err:
         trainer.process_batch(batch, clip=10.0)
     text = str(err.value)
     assert "step 1" in text and "model_000003.ckpt" in text
@@ -132,7 +134,7 @@ def test_official_flags_and_booleans_are_accepted():
                                  "--mode", "train", "--pin_m"])
     assert (args.using_apex, args.sync_bn, args.IF_EST_transformer, args.reloadscan,
             args.pin_m) == (False, True, False, True, True)
-    assert args.opt_level == "O1" and train_hybrid.amp_dtype(args) == torch.float16
+    assert args.opt_level == "O1" and components.amp_dtype(args) == torch.float16
     with pytest.raises(SystemExit):
         load_config("train", ["--sync_bn", "maybe"])
 

@@ -10,7 +10,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from datasets.scannet import ScanNetTrainDataset
-from models import DepthNetHybrid, precision
+from models import precision
+from models.depthnet import DepthNetHybrid
 from models.depthnet import check_compile_mode
 from utils import distributed as dist_utils
 from utils.options import ModelOptions, TrainOptions

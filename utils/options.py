@@ -129,7 +129,7 @@ class TrainOptions:
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """eval_hybrid.py and eval_hybrid_seq.py, and ``python -m utils.run_metrics`` (``eval``)."""
+    """eval_hybrid.py and eval_hybrid_seq.py, and ``python -m evaluation.run_metrics`` (``eval``)."""
 
     eval_dataset: str = opt("scannet", "scannet, 7scenes or synthetic (ScanNet layout with "
                             "per-scene intrinsics)")

@@ -1,4 +1,4 @@
-"""``python -m tools.synthetic``: the generator's command line."""
+"""``python -m datasets.synthetic``: the generator's command line."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from tools.synthetic.writer import LAYOUTS, generate
+from datasets.synthetic.writer import LAYOUTS, generate
 from utils.config import str2bool
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.synthetic",
+        prog="python -m datasets.synthetic",
         description="Render synthetic posed RGB-D videos of textured rooms in the ScanNet or "
                     "7-Scenes layout (exact z-depth, camera-to-world poses).")
     parser.add_argument("--out", required=True, type=Path, help="output folder")

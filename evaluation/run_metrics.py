@@ -1,12 +1,12 @@
 """Metrics of a saved run: read the depths an evaluator wrote, score every finished scene
-against the ground truth, and report (``python -m utils.run_metrics --evalpath RUN``).
+against the ground truth, and report (``python -m evaluation.run_metrics --evalpath RUN``).
 
-The protocol (resizing, masking, ranges, temporal consistency) is :mod:`utils.metrics`;
-the table and files are :mod:`utils.metrics_report`. Steps of :func:`evaluate_saved`:
+The protocol (resizing, masking, ranges, temporal consistency) is :mod:`evaluation.metrics`;
+the table and files are :mod:`evaluation.report`. Steps of :func:`evaluate_saved`:
 resolve the options (:func:`resolve_settings`), classify each listed scene
 (:func:`scene_status`), score the usable ones (:func:`evaluate_scene`), refuse an
 incomplete run (:func:`check_complete`), then gather the means
-(:func:`utils.metrics_report.build_results`).
+(:func:`evaluation.report.build_results`).
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ from typing import Optional
 
 import numpy as np
 
+from evaluation.metrics import (METRIC_NAMES, PRED_RESIZE_MODES, TEMPORAL_NAMES, eval_depth_range,
+                                frame_metrics, mean_rows, sanitize_prediction, temporal_consistency)
+from evaluation.report import build_results, format_table, save_results
+from evaluation.run_files import DEPTH_KINDS, RUN_FILE, damaged_files, frame_stem, read_marker
+from evaluation.scenes import effective_intrinsics, list_scenes, open_sequence
 from utils.config import build_parser
-from utils.depth_metrics import METRIC_NAMES
-from utils.eval_scenes import effective_intrinsics, list_scenes, open_sequence
 from utils.logs import setup_logging
-from utils.metrics import (DEPTH_KINDS, PRED_RESIZE_MODES, TEMPORAL_NAMES, eval_depth_range,
-                           frame_metrics, mean_rows, sanitize_prediction, temporal_consistency)
-from utils.metrics_report import build_results, format_table, save_results
-from utils.run_files import RUN_FILE, damaged_files, frame_stem, read_marker
 
 log = logging.getLogger("metrics")
 
@@ -300,7 +299,7 @@ def evaluate_saved(run_dir, datapath=None, eval_dataset=None, testlist=None, int
                    frame_interval=None, min_depth_eval=None, max_depth_eval=None,
                    pred_resize=None, clamp_pred=None, save: bool = True,
                    show: bool = True, allow_partial: bool = False) -> dict:
-    """Metrics of the predictions saved in one run folder (protocol: :mod:`utils.metrics`).
+    """Metrics of the predictions saved in one run folder (protocol: :mod:`evaluation.metrics`).
 
     Unset arguments come from the run's ``run.json`` (written by the evaluators), then from
     the defaults. Without ``run.json`` (e.g. outputs of the official scripts, float16
@@ -341,7 +340,7 @@ def evaluate_saved(run_dir, datapath=None, eval_dataset=None, testlist=None, int
 
 
 def main(argv=None) -> dict:
-    """``python -m utils.run_metrics --evalpath RUN [...]``; returns ``{run folder: results}``.
+    """``python -m evaluation.run_metrics --evalpath RUN [...]``; returns ``{run folder: results}``.
 
     Takes the evaluators' configuration (configs/default.yaml, section ``eval``); the
     options of :data:`RUN_OPTIONS` default to what each run's ``run.json`` recorded.
@@ -349,7 +348,7 @@ def main(argv=None) -> dict:
     given to the evaluators (every run below it), or a folder of official outputs.
     """
     parser = build_parser("eval", description="Depth metrics of saved ESTDepth predictions "
-                                              "(protocol: utils/metrics.py)")
+                                              "(protocol: evaluation/metrics.py)")
     parser.set_defaults(**{key: None for key in RUN_OPTIONS})
     args = parser.parse_args(argv)
     setup_logging(args.log_level)

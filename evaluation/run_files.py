@@ -1,5 +1,5 @@
 """The files of an evaluation run: where each output goes, how it is written, and the
-completion markers that say a scene is finished (layout: :mod:`utils.evaluation`)."""
+completion markers that say a scene is finished (layout: :mod:`evaluation.run`)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from utils.visualization import colorize_depth, colorize_prob
 
 log = logging.getLogger("eval")
 
+# The depth maps a run saves per frame, in the official folder names: the scale-2 depth
+# after EST fusion and the refined full-resolution depth.
+DEPTH_KINDS = ("init_depth", "refined_depth")
 RUN_FILE = "run.json"
 MARKER = ".done.json"
 RUN_FORMAT = "estdepth/eval-run"

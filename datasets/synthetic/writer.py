@@ -18,8 +18,8 @@ import numpy as np
 from datasets.intrinsics import (OFFICIAL_HW, OFFICIAL_K_33, SEVEN_SCENES_HW, SEVEN_SCENES_K_33,
                                  resize_intrinsics)
 from datasets.io import DEPTH_INVALID_MARKER, DEPTH_SCALE
-from tools.synthetic.render import pixel_rays, render
-from tools.synthetic.scene import MAX_DEPTH, Scene, Trajectory, random_scene
+from datasets.synthetic.render import pixel_rays, render
+from datasets.synthetic.scene import MAX_DEPTH, Scene, Trajectory, random_scene
 from utils.io import save_json, save_text
 
 logger = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def generate(out: Path | str, layout: str = "scannet", scenes: int = 10, frames:
             shutil.rmtree(stale, ignore_errors=True)
 
     summary = {
-        "generator": "tools.synthetic", "layout": layout, "scenes": scenes, "frames": frames,
+        "generator": "datasets.synthetic", "layout": layout, "scenes": scenes, "frames": frames,
         "height": height, "width": width, "seed": seed,
         "intrinsics": default_intrinsics(layout, height, width).tolist(),
         "splits": _write_splits(out, layout, names, val, test),

@@ -1,10 +1,10 @@
 """Depth metrics of one predicted frame (or pair of frames), and the protocol they follow.
 
-The formulas are :mod:`utils.depth_metrics` (shared with the model's ``mode="test"``);
-this module applies them to saved predictions: resizing, masking, the evaluation range and
-temporal consistency, all pure functions. :mod:`utils.run_metrics` (``python -m
-utils.run_metrics``) reads a saved run and applies them to every frame;
-:mod:`utils.metrics_report` writes the table the official repository never had.
+The formulas (:func:`depth_metrics`; :func:`window_metrics`, the official ``mode="test"``
+window metrics) and their protocol applied to saved predictions: resizing, masking, the
+evaluation range and temporal consistency, all pure functions. :mod:`evaluation.run_metrics` (``python -m
+evaluation.run_metrics``) reads a saved run and applies them to every frame;
+:mod:`evaluation.report` writes the table the official repository never had.
 
 Protocol
 --------
@@ -56,7 +56,7 @@ Protocol
   and over scenes. Occlusions and non-Lambertian effects give a non-zero floor even for
   perfect depths; compare methods, not absolute values.
 
-Outputs beside the predictions (:mod:`utils.metrics_report`): ``metrics.json``
+Outputs beside the predictions (:mod:`evaluation.report`): ``metrics.json``
 (everything, with the protocol), ``metrics.csv`` (one row per scene and depth kind plus the
 two overall rows), ``metrics_frames.csv`` (one row per frame), all written atomically; a
 table is printed.
@@ -70,9 +70,50 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.depth_kinds import DEPTH_KINDS  # noqa: F401  (the one list; importable here)
-from utils.depth_metrics import METRIC_NAMES, depth_metrics
 from utils.geometry import depth_reprojection_error, relative_pose
+
+METRIC_NAMES = ("abs_rel", "abs_diff", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+
+
+def depth_metrics(gt: torch.Tensor, pred: torch.Tensor) -> dict:
+    """Abs Rel, Abs diff, Sq Rel, RMSE, RMSE log and delta < 1.25^k (k = 1, 2, 3).
+
+    Args:
+        gt, pred: 1-D tensors of the valid pixels only (same length, gt > 0, pred > 0).
+    Returns:
+        dict of 0-d tensors keyed by :data:`METRIC_NAMES`.
+    """
+    gt, pred = gt.double(), pred.double()
+    ratio = torch.maximum(gt / pred, pred / gt)
+    diff = gt - pred
+    return {
+        "abs_rel": (diff.abs() / gt).mean(),
+        "abs_diff": diff.abs().mean(),
+        "sq_rel": (diff ** 2 / gt).mean(),
+        "rmse": (diff ** 2).mean().sqrt(),
+        "rmse_log": ((gt.log() - pred.log()) ** 2).mean().sqrt(),
+        "a1": (ratio < 1.25).double().mean(),
+        "a2": (ratio < 1.25 ** 2).double().mean(),
+        "a3": (ratio < 1.25 ** 3).double().mean(),
+    }
+
+
+def window_metrics(outputs: dict, gt_btchw: torch.Tensor, mask_btchw: torch.Tensor,
+                   scales=(0, 2)) -> dict:
+    """Metrics averaged over the targets of a window (the official ``mode="test"``).
+
+    Returns keys ``f"{name}_{scale}"``.
+    """
+    num_targets = gt_btchw.shape[1]
+    out = {}
+    for s in scales:
+        for t in range(num_targets):
+            mask = mask_btchw[:, t]
+            pred = outputs[("depth", t, s)]
+            for name, value in depth_metrics(gt_btchw[:, t][mask], pred[mask]).items():
+                out[f"{name}_{s}"] = out.get(f"{name}_{s}", 0.0) + value / num_targets
+    return out
+
 
 TEMPORAL_NAMES = ("tc_abs_rel", "tc_abs_diff")
 # Ground-truth range (m) evaluated by default, per --eval_dataset.

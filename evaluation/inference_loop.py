@@ -8,7 +8,7 @@ from typing import Iterator, Optional
 import torch
 
 from datasets.sequence import stack_frames
-from models import DepthNetHybrid
+from models.depthnet import DepthNetHybrid
 from models.depthnet import check_inputs
 from models.memory import ESTMemory, MemoryBuffer
 

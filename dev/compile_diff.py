@@ -11,10 +11,10 @@ differences included), each step's loss and every parameter's gradient, and both
 distance from an eager float64 step (rounding's scale: a compiled run much farther from it
 than the eager one computes something else).
 
-    python -m tools.compile_diff --device cuda --amp fp16 --mode reduce-overhead
-    python -m tools.compile_diff --device cpu --resnet 18 --ndepths 8 --height 128 --width 160
-    python -m tools.compile_diff --device cuda --backend aot_eager --mode default
-    python -m tools.compile_diff --device cuda --camera sideways --parts CostRegNet --mode default
+    python -m dev.compile_diff --device cuda --amp fp16 --mode reduce-overhead
+    python -m dev.compile_diff --device cpu --resnet 18 --ndepths 8 --height 128 --width 160
+    python -m dev.compile_diff --device cuda --backend aot_eager --mode default
+    python -m dev.compile_diff --device cuda --camera sideways --parts CostRegNet --mode default
 
 Rounding moves a part's output by about its precision's epsilon (relative, in norm); a
 part whose ``local`` difference is far above that computes something else when compiled.
@@ -29,10 +29,9 @@ from typing import Callable, Union
 
 import torch
 
-from benchmark import compiled_parts
+from dev import training_window
 from models import precision
-from models.depthnet import COMPILE_MODES, COMPILED_PARTS, DepthNetHybrid
-from tools import training_window
+from models.depthnet import COMPILE_MODES, COMPILED_PARTS, DepthNetHybrid, compiled_parts
 from utils.io import save_json
 
 BACKENDS = ("inductor", "aot_eager", "eager")
@@ -179,7 +178,7 @@ def compare(model: DepthNetHybrid, window: tuple, amp: str = "none",
             backend: Union[str, Callable] = "inductor", mode: str = "default",
             parts: tuple = COMPILED_PARTS, steps: int = 3, float64: bool = True) -> dict:
     """Eager against compiled training steps of ``model`` (left as it was) on ``window``
-    (``(imgs, poses, K, sample)`` as :func:`benchmark.random_window` makes it).
+    (``(imgs, poses, K, sample)`` as :func:`datasets.synthetic.random_frames.random_window` makes it).
 
     Returns ``{"steps": [{"loss_eager", "loss_compiled", "loss_relative", "parts":
     {part: {"calls", "local", "local_at", "carried", "carried_at"}}}], "gradients":

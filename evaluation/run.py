@@ -1,8 +1,8 @@
 """What the two evaluators share: Joint (``eval_hybrid.py``) and ESTM (``eval_hybrid_seq.py``).
 
 The run: options checked, the checkpoint's model built, each scene planned, inferred
-(:mod:`utils.inference_loop`, protocols in :mod:`utils.protocols`) and written
-(:mod:`utils.run_files`), then the metrics (:mod:`utils.run_metrics`).
+(:mod:`evaluation.inference_loop`, protocols in :mod:`evaluation.protocols`) and written
+(:mod:`evaluation.run_files`), then the metrics (:mod:`evaluation.run_metrics`).
 
 One run evaluates every scene (ScanNet) or sequence (7-Scenes) of a list with one
 checkpoint and one inference protocol, and writes, in the official layout::
@@ -13,7 +13,7 @@ checkpoint and one inference protocol, and writes, in the official layout::
                                       init_prob/...        (with --save_init_prob)
                                       refined_prob/...     (with --save_refined_prob)
                                       .done.json           completion marker, written last
-    <evalpath>/<mode>/metrics.{json,csv}, metrics_frames.csv   (utils.run_metrics)
+    <evalpath>/<mode>/metrics.{json,csv}, metrics_frames.csv   (evaluation.run_metrics)
 
 ``<mode>`` is ``joint`` or ``estm`` and ``<frame>`` the colour image's file name without
 its extension (``frame-000150.color``, ``123``), as the official scripts name depths.
@@ -38,24 +38,25 @@ import torch
 from tqdm import tqdm
 
 from datasets.prefetch import prefetched
-from models import DepthNetHybrid, precision
-from models.inference import prepare_for_inference
-from models.factory import checkpoint_options
-from models.memory import MemoryBuffer
-from utils import run_metrics as metrics_mod
-from utils.checkpoint import read_checkpoint
-from utils.config import group_of, set_group
-from utils.depth_kinds import DEPTH_KINDS  # noqa: F401  (importable from here too)
-from utils.distributed import resolve_device
-from utils.eval_scenes import (EVAL_DATASETS, effective_intrinsics, list_scenes, open_sequence,
+from evaluation import run_metrics as metrics_mod
+from evaluation.inference_loop import infer_windows
+from evaluation.protocols import Protocol, estm_protocol, joint_protocol
+from evaluation.run_files import (FORMAT_VERSION, MARKER, MARKER_FORMAT, OUTPUT_KINDS, RUN_FILE,
+                                  RUN_FORMAT, clear_attempt, frame_stem, read_marker, save_target,
+                                  scene_is_done)
+from evaluation.scenes import (EVAL_DATASETS, effective_intrinsics, list_scenes, open_sequence,
                                scene_dirs)
-from utils.inference_loop import infer_windows
+from models import precision
+from models.depthnet import DepthNetHybrid
+from models.factory import checkpoint_options
+from models.inference import prepare_for_inference
+from models.memory import MemoryBuffer
+from utils.checkpoint import read_checkpoint
+from utils.config import group_of, load_config, log_ignored, set_group
+from utils.distributed import resolve_device
 from utils.io import folder_lock, remove_stale_temps, save_json
+from utils.logs import setup_logging
 from utils.options import EvalOptions, ModelOptions
-from utils.protocols import Protocol
-from utils.run_files import (FORMAT_VERSION, MARKER, MARKER_FORMAT, OUTPUT_KINDS, RUN_FILE,
-                             RUN_FORMAT, clear_attempt, frame_stem, read_marker, save_target,
-                             scene_is_done)
 
 log = logging.getLogger("eval")
 
@@ -311,10 +312,25 @@ def log_summary(summary: dict) -> None:
 
 
 def saved_run_metrics(args, run_dir: Path) -> dict:
-    """The metrics of the saved run (:func:`utils.run_metrics.evaluate_saved`)."""
+    """The metrics of the saved run (:func:`evaluation.run_metrics.evaluate_saved`)."""
     return metrics_mod.evaluate_saved(
         run_dir, datapath=args.datapath, eval_dataset=args.eval_dataset,
         testlist=args.testlist, intrinsics=args.intrinsics,
         frame_interval=args.frame_interval, min_depth_eval=args.min_depth_eval,
         max_depth_eval=args.max_depth_eval, pred_resize=args.pred_resize,
         clamp_pred=args.clamp_pred, allow_partial=args.allow_partial)
+
+
+def evaluate_command_line(mode: str, argv=None, description: str | None = None) -> dict:
+    """``eval_hybrid.py`` (``mode="joint"``) and ``eval_hybrid_seq.py`` (``"estm"``): the
+    options of ``argv`` read, logging set up, the run made (see :func:`run_evaluation`)."""
+    args = load_config("eval", argv, description=description)
+    setup_logging(args.log_level)
+    log_ignored(args, log)
+    if mode == "joint":
+        protocol = joint_protocol(args.seq_len)
+    elif mode == "estm":
+        protocol = estm_protocol(args.lwindow, args.memory_size)
+    else:
+        raise ValueError(f"mode must be joint or estm, got {mode!r}")
+    return run_evaluation(args, protocol)

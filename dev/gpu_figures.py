@@ -5,8 +5,8 @@ limit, writes ``benchmark.py``'s JSON into ``--out`` and appends its output to
 ``--out/log.txt``, so whatever finished is kept if the machine goes away; a summary of the
 medians (and the ratios against the official training step) is printed at the end.
 
-    ESTDEPTH_SHARED=../shared python tools/gpu_figures.py --out gpu_figures
-    python tools/gpu_figures.py --only train_official,train_fp16,tests --budget 500
+    ESTDEPTH_SHARED=../shared python dev/gpu_figures.py --out gpu_figures
+    python dev/gpu_figures.py --only train_official,train_fp16,tests --budget 500
 """
 
 from __future__ import annotations
@@ -52,24 +52,22 @@ STEPS = [
       "--num_workers", "8", "--iters", "40"], 300),
 ]
 # Steps that are not benchmark.py runs: the CUDA tests (the compiled-training ones, which
-# inductor compiles for minutes, apart), the EST norm's kernels (tools/group_norm_speed.py)
-# and where compiled training departs from eager, part by part (tools/compile_diff.py, the
+# inductor compiles for minutes, apart), and where compiled training departs from eager, part by part (dev/compile_diff.py, the
 # paper's configuration; with aot_eager: the same graphs on PyTorch's kernels). "{out}" in
 # an argument is the run's --out folder.
 TESTS, COMPILE_TESTS = "tests", "tests_compile"
-COMPILE_DIFF = ["-m", "tools.compile_diff", "--device", "cuda", "--amp", "fp16"]
+COMPILE_DIFF = ["-m", "dev.compile_diff", "--device", "cuda", "--amp", "fp16"]
 OTHER_STEPS = {
     TESTS: (["-m", "pytest", "-q", "tests/test_cuda.py", "-k", "not compiled_training"], 300),
     COMPILE_TESTS: (["-m", "pytest", "-q", "tests/test_cuda.py", "-k", "compiled_training"],
                     400),
-    "group_norm": (["-m", "tools.group_norm_speed", "--device", "cuda"], 120),
     "compile_diff": (COMPILE_DIFF + ["--mode", "reduce-overhead",
                                      "--out", "{out}/compile_diff.json"], 300),
     "compile_diff_aot_eager": (COMPILE_DIFF + ["--backend", "aot_eager", "--mode", "default",
                                                "--out", "{out}/compile_diff_aot_eager.json"],
                                120),
     # The window the first H100 figures used: whole EST planes on the frustum boundary,
-    # decided an ulp apart by eager and compiled code (benchmark.CAMERAS).
+    # decided an ulp apart by eager and compiled code (datasets.synthetic.random_frames.CAMERAS).
     "compile_diff_sideways": (COMPILE_DIFF + ["--camera", "sideways", "--parts", "CostRegNet",
                                               "--mode", "default", "--steps", "1",
                                               "--out", "{out}/compile_diff_sideways.json"],
@@ -144,7 +142,7 @@ def summary(out: Path) -> list[str]:
 
 
 def compile_diff_line(report: dict) -> str:
-    """tools/compile_diff.py's report in one line: the first loss against eager, both runs'
+    """dev/compile_diff.py's report in one line: the first loss against eager, both runs'
     distance from float64, the part that departs most on its own inputs, the gradients."""
     first, ref = report["steps"][0], report["float64"]
     part, e = max(first["parts"].items(), key=lambda kv: kv[1]["local"])
@@ -178,7 +176,7 @@ def main(argv=None) -> list[str]:
     import torch
 
     if not torch.cuda.is_available():
-        raise SystemExit("tools/gpu_figures.py needs a CUDA GPU (torch.cuda.is_available() "
+        raise SystemExit("dev/gpu_figures.py needs a CUDA GPU (torch.cuda.is_available() "
                          "is False)")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,9 @@ import io
 from pathlib import Path
 from typing import Optional
 
-from utils.depth_metrics import METRIC_NAMES
+from evaluation.metrics import METRIC_NAMES, TEMPORAL_NAMES, mean_rows
+from evaluation.run_files import DEPTH_KINDS
 from utils.io import save_json, save_text
-from utils.metrics import DEPTH_KINDS, TEMPORAL_NAMES, mean_rows
 
 TABLE_HEADERS = {"abs_rel": "AbsRel", "abs_diff": "AbsDiff", "sq_rel": "SqRel", "rmse": "RMSE",
                  "rmse_log": "RMSElog", "a1": "d<1.25", "a2": "d<1.25^2", "a3": "d<1.25^3",
@@ -52,7 +52,7 @@ def overall_means(per_scene: dict, frame_rows: dict, pair_rows: dict) -> dict:
 
 
 def protocol_description(settings) -> dict:
-    """The protocol of a :class:`utils.run_metrics.MetricSettings`, as ``metrics.json``
+    """The protocol of a :class:`evaluation.run_metrics.MetricSettings`, as ``metrics.json``
     records it."""
     return {
         "min_depth_eval": settings.low, "max_depth_eval": settings.high,
@@ -72,7 +72,7 @@ def protocol_description(settings) -> dict:
 def build_results(settings, num_scenes: int, per_scene: dict, frame_rows: dict,
                   pair_rows: dict, by_status: dict, complete: bool) -> dict:
     """The dict saved as ``metrics.json`` (``settings``: a
-    :class:`utils.run_metrics.MetricSettings`; ``by_status``: scene names per status)."""
+    :class:`evaluation.run_metrics.MetricSettings`; ``by_status``: scene names per status)."""
     def total(key):
         return sum(s["counts"][key] for s in per_scene.values())
 

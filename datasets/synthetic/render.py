@@ -1,4 +1,4 @@
-"""Vectorised numpy ray casting of a :class:`~tools.synthetic.scene.Scene`: analytic
+"""Vectorised numpy ray casting of a :class:`~datasets.synthetic.scene.Scene`: analytic
 ray/plane and ray/box intersections, exact z-depth of the first hit, procedural texture."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from tools.synthetic.scene import BOX_FACES, OCTAVES, ROOM_FACES, Box, Panel, Scene
+from datasets.synthetic.scene import BOX_FACES, OCTAVES, ROOM_FACES, Box, Panel, Scene
+
 
 def pixel_rays(K_33: np.ndarray, height: int, width: int) -> np.ndarray:
     """Camera-frame ray directions with z = 1, ``[3, H, W]``: the hit distance is the z-depth."""

@@ -1,9 +1,9 @@
 """Synthetic posed RGB-D video of textured rooms, written in the ScanNet or 7-Scenes layout.
 
 Tooling, not a dataset reader: the files it writes are read by :mod:`datasets` like real
-scans. Modules: :mod:`~tools.synthetic.scene` (rooms, boxes, textures, camera paths),
-:mod:`~tools.synthetic.render` (ray caster), :mod:`~tools.synthetic.writer` (dataset
-layouts, :func:`generate`), :mod:`~tools.synthetic.cli` (command line).
+scans. Modules: :mod:`~datasets.synthetic.scene` (rooms, boxes, textures, camera paths),
+:mod:`~datasets.synthetic.render` (ray caster), :mod:`~datasets.synthetic.writer` (dataset
+layouts, :func:`generate`), :mod:`~datasets.synthetic.cli` (command line).
 
 Each scene is a closed room (textured walls, floor and ceiling) with a few boxes, pictures
 and leaning boards, seen by a camera moving smoothly like a hand-held video (a few cm and
@@ -13,16 +13,10 @@ axis) of the first hit, so the loaders and the geometry can be checked against i
 
 Command line (see ``--help``)::
 
-    python -m tools.synthetic --out /tmp/synth --layout scannet --scenes 10 \\
+    python -m datasets.synthetic --out /tmp/synth --layout scannet --scenes 10 \\
         --frames 100 --height 480 --width 640 --seed 0
 
 The output is deterministic for a seed (independent of ``--workers``). Each scene is
 written to a hidden temporary folder and renamed into place when complete, so an
 interrupted run never leaves a scene that looks finished.
 """
-
-from tools.synthetic.render import render
-from tools.synthetic.scene import MAX_DEPTH, Box, random_scene
-from tools.synthetic.writer import default_intrinsics, generate
-
-__all__ = ["MAX_DEPTH", "Box", "default_intrinsics", "generate", "random_scene", "render"]

@@ -1,0 +1,5 @@
+"""``python -m datasets.synthetic --help``."""
+
+from datasets.synthetic.cli import main
+
+main()

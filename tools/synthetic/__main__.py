@@ -1,5 +1,0 @@
-"""``python -m tools.synthetic --help``."""
-
-from tools.synthetic.cli import main
-
-main()
