@@ -40,14 +40,13 @@ from training.trainer import TrainingInterrupted
 from utils.checkpoint import latest_checkpoint, save_checkpoint
 from utils.config import load_config
 from utils.distributed import resolve_device
-from utils.io import save_image, save_json
+from utils.io import save_image, save_json, shared_dir
 from utils.logs import setup_logging
 from utils.visualization import colorize_depth, image_to_uint8, panel
 
 log = logging.getLogger("demo")
 ROOT = Path(__file__).resolve().parent
-SHARED_SAMPLE = (Path(os.environ.get("ESTDEPTH_SHARED", ROOT.parent / "shared"))
-                 / "data" / "7scenes" / "redkitchen" / "seq-sample")
+SHARED_SAMPLE = shared_dir() / "data" / "7scenes" / "redkitchen" / "seq-sample"
 MODES = ("joint", "estm")
 SHOWN = ("abs_rel", "abs_diff", "rmse", "a1")
 DEMO_VOXEL, DEMO_FUSE_MAX_DEPTH = 0.05, 4.0  # --fuse: 5 cm voxels, depths up to 4 m
@@ -139,7 +138,6 @@ def evaluate(args, checkpoint: Path, tag: str, dataset: str, datapath: Path) -> 
 def results_table(results: dict) -> str:
     """One line per (data, mode, model): the paper's main metrics, init and refined.
 
-    The README shows this table as a run printed it (tests/test_demo.py compares them).
     """
     names = "".join(f"{name:>9}" for name in SHOWN)
     blocks = [kind.split("_")[0] for kind in DEPTH_KINDS]

@@ -32,6 +32,8 @@ from datasets.captures import open_capture
 from datasets.intrinsics import resize_intrinsics
 from datasets.io import read_depth
 from datasets.prefetch import prefetched
+from evaluation import fusion
+from evaluation import metrics as metrics_mod
 from evaluation.inference_loop import infer_windows
 from evaluation.protocols import estm_protocol, joint_protocol
 from evaluation.run import build_model, file_sha256
@@ -39,8 +41,6 @@ from evaluation.run_files import COLOR_MAX_DEPTH, frame_stem
 from models.depthnet import DepthNetHybrid
 from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
-from evaluation import fusion
-from evaluation import metrics as metrics_mod
 from utils.config import load_config
 from utils.distributed import resolve_device
 from utils.io import atomic_open, save_image, save_json

@@ -1,4 +1,4 @@
-"""The GPU figures of the README's speed section, and the CUDA tests, in one run.
+"""The GPU figures of docs/performance.md, and the CUDA tests, in one run.
 
 For a machine with one NVIDIA GPU and little time on it: every step has its own time
 limit, writes ``benchmark.py``'s JSON into ``--out`` and appends its output to
@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from utils.io import shared_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("ESTDEPTH_SHARED", ROOT.parent / "shared"))
+SHARED = shared_dir()
 COMMON = ["--device", "cuda", "--iters", "10", "--warmup", "3"]
 TRAIN, FP16, BF16 = ["--measure", "train"], ["--amp", "fp16"], ["--amp", "bf16"]
 COMPILE_RO = ["--compile", "true", "--compile_mode", "reduce-overhead"]

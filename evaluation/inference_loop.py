@@ -8,8 +8,7 @@ from typing import Iterator, Optional
 import torch
 
 from datasets.sequence import stack_frames
-from models.depthnet import DepthNetHybrid
-from models.depthnet import check_inputs
+from models.depthnet import DepthNetHybrid, check_inputs
 from models.memory import ESTMemory, MemoryBuffer
 
 

@@ -23,7 +23,7 @@ Protocol
   ``--pred_resize nearest`` (pixel-centre nearest, ``nearest-exact``) is available.
 * Valid pixels: ground truth finite and inside ``[min_depth_eval, max_depth_eval]``
   (inclusive, the loaders' rule); invalid markers (0, 65535) never count. Defaults per
-  dataset (:data:`DEFAULT_EVAL_RANGE`): ScanNet and 7-Scenes 0.3-5 m, the range of the
+  dataset (:data:`EVAL_DEPTH_RANGE`): ScanNet and 7-Scenes 0.3-5 m, the range of the
   official metric helper (``metric.compute_valid_depth_mask``) and the official
   evaluation loader's 5 m cap (depth sensors are unreliable below ~0.3 m and past 5 m);
   synthetic 0.1-10 m (its depth is exact, so the whole range of the released model's
@@ -71,6 +71,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.geometry import depth_reprojection_error, relative_pose
+from utils.options import EVAL_DEPTH_RANGE
 
 METRIC_NAMES = ("abs_rel", "abs_diff", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 
@@ -117,16 +118,15 @@ def window_metrics(outputs: dict, gt_btchw: torch.Tensor, mask_btchw: torch.Tens
 
 TEMPORAL_NAMES = ("tc_abs_rel", "tc_abs_diff")
 # Ground-truth range (m) evaluated by default, per --eval_dataset.
-DEFAULT_EVAL_RANGE = {"scannet": (0.3, 5.0), "7scenes": (0.3, 5.0), "synthetic": (0.1, 10.0)}
 PRED_RESIZE_MODES = ("bilinear", "nearest")
 
 
 def eval_depth_range(eval_dataset: str, min_depth=None, max_depth=None) -> tuple:
     """``(min, max)`` ground-truth depth evaluated: the dataset's default unless given."""
-    if eval_dataset not in DEFAULT_EVAL_RANGE:
+    if eval_dataset not in EVAL_DEPTH_RANGE:
         raise ValueError(f"no default evaluation range for {eval_dataset!r}; "
-                         f"known: {sorted(DEFAULT_EVAL_RANGE)}")
-    low, high = DEFAULT_EVAL_RANGE[eval_dataset]
+                         f"known: {sorted(EVAL_DEPTH_RANGE)}")
+    low, high = EVAL_DEPTH_RANGE[eval_dataset]
     low = low if min_depth in (None, "") else float(min_depth)
     high = high if max_depth in (None, "") else float(max_depth)
     if not 0 < low < high:

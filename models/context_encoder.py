@@ -7,11 +7,11 @@ import torch
 import torchvision
 from torch import nn
 
+from utils.options import RESNET_DEPTHS
+
 log = logging.getLogger(__name__)
 
-RESNETS = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34,
-           50: torchvision.models.resnet50, 101: torchvision.models.resnet101,
-           152: torchvision.models.resnet152}
+RESNETS = {depth: getattr(torchvision.models, f"resnet{depth}") for depth in RESNET_DEPTHS}
 
 
 class ResnetEncoder(nn.Module):

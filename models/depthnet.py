@@ -15,16 +15,15 @@ from models.losses import multiscale_depth_loss
 from models.matching_feature import FEATURE_CHANNELS, MatchingFeatureNet
 from models.memory import ESTMemory
 from utils.geometry import COORD_DTYPE, relative_pose, scale_intrinsics
+from utils.options import MIN_SIZE, MIN_WINDOW_FRAMES, SIZE_MULTIPLE, ModelOptions
 
 MATCHING_STRIDE = 4  # the matching and cost volumes live at 1/4 resolution
 # The parts torch.compile wraps (--compile): what runs per frame or per window.
 COMPILED_PARTS = ("matchingFeature", "semanticFeature", "CostRegNet", "pre0", "pre1", "pre2")
 # torch.compile modes --compile_mode offers ("reduce-overhead" replays CUDA graphs).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
-# The ResNet halves the size five times and the decoder concatenates its upsampled maps
-# with the skips, so both sides must be divisible by 32; the matching net's largest
-# pooling window (32 at 1/4 resolution) needs at least 128.
-SIZE_MULTIPLE, MIN_SIZE = 32, 128
+
+_DEFAULTS = ModelOptions()  # the constructor's defaults are the options' defaults
 
 
 class DepthNetHybrid(nn.Module):
@@ -38,8 +37,9 @@ class DepthNetHybrid(nn.Module):
         pretrained_resnet: optional local file of torchvision ImageNet weights.
     """
 
-    def __init__(self, ndepths: int = 64, depth_min: float = 0.01, depth_max: float = 10.0,
-                 resnet: int = 50, IF_EST_transformer: bool = True,
+    def __init__(self, ndepths: int = _DEFAULTS.ndepths, depth_min: float = _DEFAULTS.depth_min,
+                 depth_max: float = _DEFAULTS.depth_max, resnet: int = _DEFAULTS.resnet,
+                 IF_EST_transformer: bool = _DEFAULTS.IF_EST_transformer,
                  pretrained_resnet: str | None = None):
         super().__init__()
         if ndepths < 2:
@@ -313,8 +313,9 @@ def check_inputs(imgs: torch.Tensor, cam_poses: torch.Tensor, cam_intr: torch.Te
     if imgs.dim() != 5 or imgs.shape[2] != 3:
         raise ValueError(f"imgs must be [B, N, 3, H, W], got {list(imgs.shape)}")
     b, n, _, h, w = imgs.shape
-    if n < 3:
-        raise ValueError(f"a window needs at least 3 frames (targets are the inner ones), got {n}")
+    if n < MIN_WINDOW_FRAMES:
+        raise ValueError(f"a window needs at least {MIN_WINDOW_FRAMES} frames (targets are "
+                         f"the inner ones), got {n}")
     if h < MIN_SIZE or w < MIN_SIZE or h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
         raise ValueError(f"image size {h}x{w}: height and width must be multiples of "
                          f"{SIZE_MULTIPLE} and at least {MIN_SIZE}")

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from utils.io import shared_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -21,7 +23,7 @@ REQUIRE_SHARED = os.environ.get("ESTDEPTH_REQUIRE_SHARED", "") not in ("", "0")
 
 def shared_base() -> Path:
     """``$ESTDEPTH_SHARED``, or the ``shared`` folder beside the project."""
-    return Path(os.environ.get("ESTDEPTH_SHARED", ROOT.parent / "shared"))
+    return shared_dir()
 
 
 def missing_shared(path: Path) -> None:

@@ -11,10 +11,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from datasets.scannet import ScanNetTrainDataset
 from models import precision
-from models.depthnet import DepthNetHybrid
-from models.depthnet import check_compile_mode
+from models.depthnet import DepthNetHybrid, check_compile_mode
 from utils import distributed as dist_utils
-from utils.options import ModelOptions, TrainOptions
+from utils.options import MIN_WINDOW_FRAMES, ModelOptions, TrainOptions
 
 log = logging.getLogger("train")
 DATASETS = ("scannet", "synthetic")
@@ -28,8 +27,9 @@ def check_args(opts: TrainOptions) -> None:
     check_compile_mode(opts.compile_mode)
     if not opts.datapath:
         raise ValueError("--datapath is required (the root of the training scans)")
-    if opts.seq_len < 3:
-        raise ValueError(f"--seq_len must be at least 3, got {opts.seq_len}")
+    if opts.seq_len < MIN_WINDOW_FRAMES:
+        raise ValueError(f"--seq_len must be at least {MIN_WINDOW_FRAMES}, "
+                         f"got {opts.seq_len}")
     if opts.resume and opts.loadckpt:
         raise ValueError("--resume continues from --logdir; do not combine it with --loadckpt")
 

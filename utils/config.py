@@ -20,19 +20,19 @@ import typing
 
 import yaml
 
-from utils.options import BASE_SECTIONS, GROUPS, REMOVED, ignored_notes, section_options
+from utils.options import (BASE_SECTIONS, GROUPS, MIN_SIZE, MIN_WINDOW_FRAMES, REMOVED,
+                           RESNET_DEPTHS, SIZE_MULTIPLE, ignored_notes, section_options)
 
 DEFAULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "configs", "default.yaml")
 # Smallest accepted value of count and frequency options (checked at start-up, so that a
 # 0 cannot crash a run after an epoch of work).
 MIN_VALUES = {"frame_interval": 1, "num_workers": 0, "ndepths": 2, "epochs": 1,
-              "batch_size": 1, "seq_len": 3, "summary_freq": 1, "save_freq": 1,
+              "batch_size": 1, "seq_len": MIN_WINDOW_FRAMES, "summary_freq": 1, "save_freq": 1,
               "save_iters": 0, "max_iters": 0, "warmup_iters": 0, "clip_epoch": 0,
-              "lwindow": 3, "memory_size": 1, "steps": 0, "iters": 1}
+              "lwindow": MIN_WINDOW_FRAMES, "memory_size": 1, "steps": 0, "iters": 1}
 POSITIVE = ("lr", "depth_min", "depth_max", "clip_before", "clip_after", "min_depth_eval",
             "max_depth_eval")
-RESNETS = (18, 34, 50, 101, 152)
 
 
 class ConfigError(ValueError):
@@ -209,11 +209,11 @@ def check_values(args) -> None:
             raise ConfigError(f"--{low} ({options[low]}) must be below --{high} "
                               f"({options[high]})")
     for key in ("height", "width"):
-        if key in options and (options[key] < 128 or options[key] % 32):
-            raise ConfigError(f"--{key} must be a multiple of 32 and at least 128, got "
-                              f"{options[key]}")
-    if "resnet" in options and options["resnet"] not in RESNETS:
-        raise ConfigError(f"--resnet must be one of {RESNETS}, got {options['resnet']}")
+        if key in options and (options[key] < MIN_SIZE or options[key] % SIZE_MULTIPLE):
+            raise ConfigError(f"--{key} must be a multiple of {SIZE_MULTIPLE} and at least "
+                              f"{MIN_SIZE}, got {options[key]}")
+    if "resnet" in options and options["resnet"] not in RESNET_DEPTHS:
+        raise ConfigError(f"--resnet must be one of {RESNET_DEPTHS}, got {options['resnet']}")
 
 
 def _nearest(word: str, candidates) -> str:

@@ -14,6 +14,7 @@ import socket
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +27,13 @@ LOCK_FILE = ".lock"
 
 class FolderLockedError(RuntimeError):
     """Another process holds the lock of an output folder."""
+
+
+def shared_dir() -> Path:
+    """The project's shared material (reference fixture, 7-Scenes sample):
+    ``$ESTDEPTH_SHARED``, else the ``shared`` folder beside the project."""
+    default = Path(__file__).resolve().parents[2] / "shared"
+    return Path(os.environ.get("ESTDEPTH_SHARED", default))
 
 
 def current_umask() -> int:

@@ -24,6 +24,17 @@ from typing import ClassVar, Optional
 
 import yaml
 
+# Rules and ranges several packages check; each is defined here only.
+RESNET_DEPTHS = (18, 34, 50, 101, 152)  # the context encoder's torchvision ResNets
+# Network input height and width: the ResNet halves the size five times and the decoder
+# concatenates its upsampled maps with the skips (multiples of 32); the matching net's
+# largest pooling window (32 at 1/4 resolution) needs at least 128.
+SIZE_MULTIPLE, MIN_SIZE = 32, 128
+MIN_WINDOW_FRAMES = 3  # a window's targets are its inner frames
+# Ground-truth depth evaluated by default (m), per dataset; "capture": your own data.
+EVAL_DEPTH_RANGE = {"scannet": (0.3, 5.0), "7scenes": (0.3, 5.0), "synthetic": (0.1, 10.0),
+                    "capture": (0.3, 5.0)}
+
 
 def opt(default, help: str, ignored: str = ""):
     """A field with its --help text; ``ignored``: the note logged when it is given."""
@@ -36,8 +47,8 @@ class CommonOptions:
 
     device: str = opt("auto", "cuda, cpu, cuda:1, or auto (cuda when available)")
     seed: int = opt(1234, "random seed")
-    height: int = opt(256, "network input height (multiple of 32, >= 128)")
-    width: int = opt(320, "network input width (multiple of 32, >= 128)")
+    height: int = opt(256, f"network input height (multiple of {SIZE_MULTIPLE}, >= {MIN_SIZE})")
+    width: int = opt(320, f"network input width (multiple of {SIZE_MULTIPLE}, >= {MIN_SIZE})")
     frame_interval: int = opt(10, "use every n-th frame of a scan")
     intrinsics: str = opt("official", "official (ScanNet's 577.87/319.5/239.5 for every "
                           "dataset), or the data's own: scene (ScanNet) / dataset (7-Scenes)")
@@ -50,7 +61,7 @@ class CommonOptions:
 class ModelOptions:
     """The network (section ``model``); ``DepthNetHybrid.from_options`` builds it."""
 
-    resnet: int = opt(50, "ResNet depth of the context encoder: 18, 34, 50, 101, 152")
+    resnet: int = opt(50, "ResNet depth of the context encoder: " + ", ".join(map(str, RESNET_DEPTHS)))
     ndepths: int = opt(64, "number of depth planes of the cost volume")
     depth_min: float = opt(0.1, "nearest depth plane (m)")
     depth_max: float = opt(10.0, "farthest depth plane (m)")
@@ -158,11 +169,13 @@ class EvalOptions:
     metrics: bool = opt(True, "compute the metrics table from the saved predictions after "
                         "inference")
     min_depth_eval: Optional[float] = opt(None, "metrics: ground truth below this is ignored "
-                                          "(m); default 0.3 (scannet, 7scenes), 0.1 "
-                                          "(synthetic)")
+                                          "(m); default per dataset: " + ", ".join(
+                                              f"{k} {v[0]:g}" for k, v in
+                                              EVAL_DEPTH_RANGE.items() if k != "capture"))
     max_depth_eval: Optional[float] = opt(None, "metrics: ground truth above this is ignored "
-                                          "(m); default 5 (scannet, 7scenes), 10 "
-                                          "(synthetic)")
+                                          "(m); default per dataset: " + ", ".join(
+                                              f"{k} {v[1]:g}" for k, v in
+                                              EVAL_DEPTH_RANGE.items() if k != "capture"))
     pred_resize: str = opt("bilinear", "metrics: upsampling of predictions to the ground "
                            "truth's resolution: bilinear or nearest")
     clamp_pred: bool = opt(False, "metrics: clip predictions to [min_depth_eval, "
@@ -170,7 +183,7 @@ class EvalOptions:
     allow_partial: bool = opt(False, "metrics: tabulate a run with missing or unfinished "
                               "scenes (listed, left out) instead of an error")
     amp: str = opt("none", "inference autocast: none (float32), bf16 or fp16 "
-                   "(models/precision.py; measured error in the README)")
+                   "(models/precision.py; measured error in docs/training.md)")
     allow_tf32: bool = opt(False, "let cuDNN/matmuls use TF32 on Ampere+ GPUs (faster, not "
                            "the float32 numbers)")
     fold_bn: bool = opt(True, "fold batch norm into the convolutions for inference (same "
@@ -253,10 +266,10 @@ class PredictOptions:
     fuse: bool = opt(True, "fuse the predicted depths into a TSDF mesh (mesh.ply)")
     voxel_size: float = opt(0.04, "fusion: voxel edge (m)")
     fuse_max_depth: float = opt(3.0, "fusion: depths beyond this (m) are not fused")
-    min_depth_eval: float = opt(0.3, "metrics with ground-truth depth: valid ground truth "
-                                "from (m)")
-    max_depth_eval: float = opt(5.0, "metrics with ground-truth depth: valid ground truth "
-                                "up to (m)")
+    min_depth_eval: float = opt(EVAL_DEPTH_RANGE["capture"][0], "metrics with ground-truth "
+                                "depth: valid ground truth from (m)")
+    max_depth_eval: float = opt(EVAL_DEPTH_RANGE["capture"][1], "metrics with ground-truth "
+                                "depth: valid ground truth up to (m)")
     overwrite: bool = opt(False, "recompute an output folder made with another "
                           "configuration (otherwise an error)")
 
