@@ -9,28 +9,7 @@ from datasets.synthetic.render import render
 from datasets.synthetic.scene import random_scene
 from datasets.synthetic.writer import default_intrinsics
 from evaluation import fusion
-
-
-def load_ply(path) -> fusion.Mesh:
-    """Read a PLY written by :func:`evaluation.fusion.save_ply` (binary little-endian,
-    triangles only)."""
-    path = Path(path)
-    data = path.read_bytes()
-    end = data.find(b"end_header\n")
-    if not data.startswith(b"ply\n") or end < 0:
-        raise ValueError(f"{path} is not a PLY file")
-    header = data[:end].decode("ascii").splitlines()
-    if "format binary_little_endian 1.0" not in header:
-        raise ValueError(f"{path}: only binary little-endian PLY is read")
-    counts = {line.split()[1]: int(line.split()[2]) for line in header
-              if line.startswith("element")}
-    offset = end + len(b"end_header\n")
-    nv, nf = counts.get("vertex", 0), counts.get("face", 0)
-    vertices = np.frombuffer(data, "<f4", nv * 3, offset).reshape(nv, 3)
-    faces = np.frombuffer(data, [("n", "u1"), ("idx", "<i4", (3,))], nf, offset + nv * 12)
-    if nf and not (faces["n"] == 3).all():
-        raise ValueError(f"{path}: only triangle faces are read")
-    return fusion.Mesh(vertices.astype(np.float32), faces["idx"].astype(np.int64))
+from tests.helpers import load_ply
 
 
 @pytest.fixture(scope="module")
