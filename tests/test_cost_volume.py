@@ -4,9 +4,8 @@ before the warp) builds the official volume."""
 import pytest
 import torch
 
-from models.depthnet import DepthNetHybrid
 from models.cost_volume import build_cost_volume, build_cost_volume_projected, split_pair_conv
-from models.inference import fold_batchnorm, prepare_for_inference
+from models.inference import prepare_for_inference
 from tests.helpers import small_eval_model
 from utils.geometry import relative_pose
 

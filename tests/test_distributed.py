@@ -1,9 +1,6 @@
 """Multi-process training under torchrun (gloo, 2 CPU processes) and the distributed helpers."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow  # 4 configurations x 3 steps in one launch: ~1-2 min on 2 cores
-def test_torchrun_matrix_transformer_on_off_seq_len_3_5(tmp_path):
+def test_two_processes_stay_in_sync_and_match_one_process_for_each_configuration(tmp_path):
     """DDP without find_unused_parameters in every configuration (EST off, or 3 frames,
     crashed at step 2 before: key_layer gets no gradient); ranks end identical; the
     first step's gradient equals a 1-process run on the concatenated batch.

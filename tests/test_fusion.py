@@ -1,6 +1,5 @@
 """TSDF fusion, mesh extraction, PLY I/O and mesh metrics (evaluation/fusion.py)."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,7 +76,7 @@ def test_unobserved_space_gives_no_surface():
     assert np.abs(mesh.vertices_v3[:, 2] - 2.0).max() < 0.01
 
 
-def test_ply_round_trip(tmp_path, fused):
+def test_a_saved_ply_reads_back_as_the_same_mesh(tmp_path, fused):
     mesh, _ = fused
     path = tmp_path / "mesh.ply"
     fusion.save_ply(mesh, path)
@@ -89,7 +88,7 @@ def test_ply_round_trip(tmp_path, fused):
     assert len(load_ply(tmp_path / "empty.ply")) == 0
 
 
-def test_point_metrics_by_hand():
+def test_point_metrics_equal_hand_computed_values():
     gt = np.array([[0, 0, 0], [1, 0, 0]], np.float64)
     pred = np.array([[0, 0, 0.01], [0, 0, 0.5]], np.float64)
     result = fusion.point_metrics(pred, gt, threshold=0.05)

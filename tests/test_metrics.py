@@ -22,7 +22,7 @@ GT_HW, PRED_HW = (15, 20), (8, 10)   # the real data's 480/256 x 640/320 ratios,
 SCENE = "scene0000_00"
 
 
-def test_depth_metrics_hand_values():
+def test_depth_metrics_equal_the_formulas_computed_by_hand():
     gt = torch.tensor([1.0, 2.0, 4.0])
     pred = torch.tensor([1.25, 1.5, 4.0])
     got = {k: float(v) for k, v in depth_metrics(gt, pred).items()}
@@ -184,7 +184,7 @@ def test_saved_predictions_table_counts_and_masks(tiny_scan):
     assert scenes == ["ALL (mean over frames)", "ALL (mean over scenes)", SCENE]
 
 
-def test_cli_depth_range_override(tiny_scan, capsys):
+def test_command_line_depth_range_overrides_the_datasets_range(tiny_scan, capsys):
     out = run_metrics.main(["--evalpath", str(tiny_scan["run"]), "--datapath", str(tiny_scan["data"]),
                         "--eval_dataset", "scannet", "--testlist", str(tiny_scan["list"]),
                         "--frame_interval", "1", "--max_depth_eval", "6"])

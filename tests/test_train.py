@@ -224,7 +224,7 @@ def test_scheduler_converts_lrepochs_to_iteration_milestones():
     assert lrs[21] == lrs[29] == 0.0625        # epoch 3 at iteration 21
 
 
-def test_bf16_mixed_precision_step_on_cpu(train_set, tmp_path):
+def test_a_bf16_mixed_precision_step_on_cpu_gives_a_finite_loss(train_set, tmp_path):
     summary = train_hybrid.main(_args(train_set, tmp_path / "amp", "--amp", "bf16",
                                       "--max_iters", "1", "--epochs", "1"))
     assert summary["global_step"] == 1
