@@ -34,6 +34,7 @@ def _state(path):
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+@pytest.mark.slow  # two torchrun processes: ~18 s on 2 busy cores
 def test_torchrun_two_processes_shard_data_and_stay_in_sync(train_set, tmp_path):
     logdir = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -55,6 +56,7 @@ def test_torchrun_two_processes_shard_data_and_stay_in_sync(train_set, tmp_path)
     assert len([f for f in files if f.startswith("events.out.tfevents")]) == 1
 
 
+@pytest.mark.slow  # 8 training steps in three runs: ~22 s on 2 busy cores
 def test_resumed_run_equals_uninterrupted_run(train_set, tmp_path):
     """4 steps straight vs 2 steps, stop, resume, 2 more: across an epoch boundary."""
     common = ["--epochs", "3", "--save_iters", "0", "--batch_size", "2"]
