@@ -30,7 +30,7 @@ grids, poses, sampling coordinates,        fp32        fp32        sub-pixel acc
 
 Outputs (depths, probabilities, the EST memory) are always float32.
 
-Measured on the official fixture (tests/test_precision.py, ``python -m tests.test_precision``),
+Measured on the official fixture (tests/test_precision.py, ``python -m dev.precision_error``),
 ESTM + Joint windows, |depth(bf16) - depth(fp32)| at scale 0 (mean / 99th pct / max, m):
 plain autocast 0.175 / 0.78 / 2.49; this policy 0.019 / 0.079 / 0.18. Running groups of
 layers in fp32 showed that no single group is enough for bf16: the matching net alone gets

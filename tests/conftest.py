@@ -1,6 +1,8 @@
-"""Shared test fixtures: the project root on sys.path and the ``../shared`` folder."""
+"""Shared test fixtures: the project root on sys.path, the ``../shared`` folder, and small
+synthetic data, checkpoints and runs that several test files use."""
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -63,3 +65,52 @@ def reference():
 def redkitchen():
     """The folder of 50 real 7-Scenes frames."""
     return shared_path("data", "7scenes", "redkitchen", "seq-sample")
+
+
+# ------------------------------------------------------ small data, models and runs
+@pytest.fixture(scope="session")
+def seven_set(tmp_path_factory):
+    """Two 4-frame sequences of one room (7-Scenes layout): room0000/seq-01, seq-02, and
+    ``list.txt`` naming both. Read only."""
+    from datasets.synthetic.writer import generate
+
+    root = tmp_path_factory.mktemp("seven")
+    generate(root, "7scenes", scenes=1, frames=4, height=120, width=160, seed=6, workers=1)
+    shutil.copytree(root / "room0000" / "seq-01", root / "room0000" / "seq-02")
+    (root / "list.txt").write_text("room0000/seq-01\nroom0000/seq-02\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def ckpt(tmp_path_factory):
+    """A random ResNet-18 / 8-plane model saved as training saves it (with its config)."""
+    from models.depthnet import DepthNetHybrid
+    from utils.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "trained_r18.ckpt"
+    model = DepthNetHybrid(ndepths=8, depth_min=0.1, depth_max=10.0, resnet=18)
+    save_checkpoint(str(path), model, config={
+        "resnet": 18, "ndepths": 8, "depth_min": 0.1, "depth_max": 10.0,
+        "IF_EST_transformer": True, "lr": 1e-3})
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def estm_run(seven_set, ckpt, tmp_path_factory):
+    """The finished ESTM evaluation (no metrics) of ``ckpt`` on ``seven_set``. Read only:
+    tests change a copy (``tests.helpers.copy_run``)."""
+    import eval_hybrid_seq
+    from tests.helpers import estm_argv
+
+    evalpath = tmp_path_factory.mktemp("estm")
+    eval_hybrid_seq.main(estm_argv(seven_set, ckpt, evalpath, "--metrics", "False"))
+    return evalpath
+
+
+@pytest.fixture(scope="session")
+def train_set(tmp_path_factory):
+    """``tests.helpers.make_train_scenes``: one 22-frame training scene, one test scene."""
+    from tests.helpers import make_train_scenes
+
+    return make_train_scenes(tmp_path_factory.mktemp("train_set"))

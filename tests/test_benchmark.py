@@ -8,10 +8,9 @@ import torch
 import benchmark
 from datasets.synthetic import random_frames
 from datasets.synthetic.writer import generate
+from tests.helpers import BENCHMARK_TINY as TINY
 from utils.timing import Timer
 
-TINY = ["--device", "cpu", "--resnet", "18", "--ndepths", "4", "--height", "128",
-        "--width", "128", "--iters", "1", "--warmup", "0"]
 
 
 def test_benchmark_reports_timings_writes_json_and_compares(tmp_path, capsys):

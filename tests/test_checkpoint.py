@@ -1,6 +1,7 @@
 """Checkpoint I/O: official format, DDP prefixes, strict errors, atomic writes."""
 
 import os
+import re
 
 import pytest
 import torch
@@ -117,3 +118,23 @@ def test_latest_checkpoint_orders_by_number(tmp_path):
     assert ckpt_io.latest_checkpoint(str(tmp_path)).endswith("model_epoch000011_iter00000120.ckpt")
     (tmp_path / "model_000011.ckpt").write_bytes(b"")  # the end of that same epoch
     assert ckpt_io.latest_checkpoint(str(tmp_path)).endswith("model_000011.ckpt")
+
+
+def test_checkpoints_with_non_finite_weights_are_refused(tmp_path):
+    model = DepthNetHybrid(ndepths=4, depth_min=0.5, depth_max=5.0, resnet=18)
+    state = model.state_dict()
+    key = next(k for k in state if k.endswith("running_mean"))
+    state[key][0] = float("nan")
+    path = tmp_path / "bad.ckpt"
+    torch.save({"model": state}, path)
+    with pytest.raises(ckpt_io.CheckpointError, match=f"(?s)non-finite.*{re.escape(key)}"):
+        ckpt_io.load_checkpoint(DepthNetHybrid(ndepths=4, depth_min=0.5, depth_max=5.0,
+                                               resnet=18), str(path))
+
+
+def test_stray_checkpoint_names_do_not_block_resume(tmp_path):
+    (tmp_path / "model_best.ckpt").write_bytes(b"")
+    assert ckpt_io.latest_checkpoint(str(tmp_path)) is None
+    (tmp_path / "model_000000.ckpt").write_bytes(b"")
+    (tmp_path / "my_export.ckpt").write_bytes(b"")
+    assert ckpt_io.latest_checkpoint(str(tmp_path)).endswith("model_000000.ckpt")

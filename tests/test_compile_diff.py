@@ -91,6 +91,7 @@ def test_nested_outputs_are_copied_and_compared_leaf_by_leaf():
             compile_diff.worst_difference(got, want)
 
 
+@pytest.mark.slow  # eager and compiled training steps of the command line: ~17 s on 2 busy cores
 def test_command_line_writes_the_report_the_gpu_run_summarises(tmp_path, capsys):
     out = tmp_path / "compile_diff.json"
     compile_diff.main(TINY + ["--amp", "bf16", "--backend", "aot_eager", "--mode", "default",

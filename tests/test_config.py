@@ -1,6 +1,8 @@
-"""Typed options (utils/options.py, utils/config.py) and the one model factory."""
+"""Typed options (utils/options.py, utils/config.py): defaults, --config files, refused
+values, --help texts; model options from checkpoints and the one model factory."""
 
 import dataclasses
+import json
 import logging
 import re
 import typing
@@ -10,12 +12,16 @@ import pytest
 import torch
 import yaml
 
+import eval_hybrid_seq
+from evaluation import run as eval_run
+from evaluation import run_files
 from models import factory, precision
-
 from models.depthnet import DepthNetHybrid
 from training import components
 from utils.checkpoint import CheckpointError
-from utils.config import DEFAULTS, ConfigError, load_config, log_ignored, read_defaults
+from tests.helpers import estm_argv
+from utils.config import (DEFAULTS, ConfigError, build_parser, load_config, log_ignored,
+                          read_defaults)
 from utils.options import (GROUPS, REMOVED, ModelOptions, TrainOptions, from_mapping,
                            render_defaults, section_options)
 
@@ -151,3 +157,77 @@ def test_one_table_of_amp_dtypes():
     assert precision.training_amp_dtype("bf16", "O0") is torch.bfloat16
     assert components.amp_dtype(TrainOptions(opt_level="O3")) is torch.float16
 
+
+
+# ------------------------------------------------------------------ refused values
+@pytest.mark.parametrize("section, option", [
+    ("train", "save_freq"), ("train", "summary_freq"), ("train", "frame_interval"),
+    ("train", "batch_size"), ("train", "epochs"), ("eval", "frame_interval"),
+    ("eval", "memory_size"), ("demo", "frame_interval")])
+def test_zero_frequencies_and_counts_are_refused_at_start_up(section, option):
+    with pytest.raises(ConfigError, match=f"--{option}"):
+        load_config(section, [f"--{option}", "0"])
+
+
+# -------------------------------------------------------------------- --config files
+@pytest.mark.parametrize("text, message", [
+    ("trian:\n  lr: 1.0e-3\n", "unknown section 'trian' \\(did you mean 'train'\\?\\)"),
+    ("train:\n  lrr: 1.0e-3\n", "unknown option 'lrr' in section 'train' \\(did you mean 'lr'"),
+    ("common:\n  lr: 1.0e-3\n", "'lr' in section 'common' \\(it belongs in section 'train'\\)"),
+    ("eval:\n  loadckp: x.ckpt\n", "'loadckp' in section 'eval' \\(did you mean 'loadckpt'"),
+    ("train:\n  epochs: seven\n", "option 'epochs' in section 'train' must be an integer"),
+    ("train:\n  epochs: 1.5\n", "option 'epochs' in section 'train' must be an integer"),
+    ("train:\n  resume: perhaps\n", "option 'resume' .* must be a boolean"),
+    ("train:\n  lr: [1, 2]\n", "option 'lr' .* must be a number"),
+    ("- train\n- lr\n", "the top level must be sections"),
+    ("train: 3\n", "section 'train' must hold"),
+])
+def test_config_file_mistakes_name_the_file_the_key_and_the_nearest_name(tmp_path, text,
+                                                                         message):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config("train", ["--config", str(path)])
+    assert str(path) in str(err.value)
+
+
+def test_config_file_values_apply_and_are_given(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("train:\n  epochs: 3\n  lr: 1\neval:\n  seq_len: 7\n")
+    args = load_config("train", ["--config", str(path), "--seed", "5"])
+    assert (args.epochs, args.lr, args.seed) == (3, 1.0, 5) and isinstance(args.lr, float)
+    assert args.given == {"epochs", "lr", "seed"} and "given" not in vars(args)
+
+
+# ------------------------------------------------------------------- --help texts
+@pytest.mark.parametrize("section", ["train", "eval", "benchmark"])
+def test_each_entry_point_help_describes_itself(section):
+    text = " ".join(build_parser(section).format_help().split())
+    assert "demo:" not in text
+    assert "random seed" in text
+    demo_text = " ".join(build_parser("demo").format_help().split())
+    assert "demo: random seed" in demo_text
+    if section == "train":
+        assert "accepted for the official command line (only training is done here)" in text
+
+
+# ------------------------------------------------- model options from the checkpoint
+def test_model_options_come_from_the_checkpoint(seven_set, ckpt, tmp_path):
+    """Without model options the defaults are the official ResNet-50, 64 planes; an
+    evaluation takes the checkpoint's instead, refuses conflicting ones, accepts agreeing
+    ones."""
+    argv = estm_argv(seven_set, ckpt, tmp_path, "--metrics", "False", "--datapath",
+                     str(seven_set / "room0000" / "seq-01"), model=[])
+    eval_hybrid_seq.main(argv)
+    hashed = json.loads((tmp_path / "estm" / run_files.RUN_FILE).read_text())["hashed"]
+    assert (hashed["resnet"], hashed["ndepths"], hashed["depth_max"]) == (18, 8, 10.0)
+    with pytest.raises(ValueError, match="--ndepths 16 conflicts with the 8"):
+        eval_hybrid_seq.main(argv + ["--ndepths", "16"])
+    eval_hybrid_seq.main(argv + ["--resnet", "18"])
+
+
+def test_official_checkpoints_keep_the_official_defaults():
+    args = load_config("eval", [])
+    eval_run.apply_checkpoint_options(args, {"model": {}, "epoch": 6})
+    assert (args.resnet, args.ndepths, args.depth_min, args.depth_max,
+            args.IF_EST_transformer) == (50, 64, 0.1, 10.0, True)

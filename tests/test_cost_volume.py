@@ -4,9 +4,9 @@ before the warp) builds the official volume."""
 import pytest
 import torch
 
-from models.depthnet import DepthNetHybrid
 from models.cost_volume import build_cost_volume, build_cost_volume_projected, split_pair_conv
-from models.inference import fold_batchnorm, prepare_for_inference
+from models.inference import prepare_for_inference
+from tests.helpers import small_eval_model
 from utils.geometry import relative_pose
 
 
@@ -20,19 +20,6 @@ def _views(seed: int = 0):
     src_T_refs = [relative_pose(poses[:1], poses[s:s + 1]) for s in (1, 2)]
     planes = torch.linspace(0.5, 5.0, 8)[None]
     return feats, src_T_refs, K, planes
-
-
-def small_eval_model(fold: bool = False) -> DepthNetHybrid:
-    """Eval mode, batch norms with non-trivial running statistics, optionally folded (also
-    for tests/test_hybrid_decoder.py)."""
-    torch.manual_seed(0)
-    model = DepthNetHybrid(ndepths=8, depth_min=0.5, depth_max=5.0, resnet=18)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm3d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
-    model.eval()
-    return fold_batchnorm(model) if fold else model
 
 
 def test_split_pair_conv_halves_the_weight_reference_first():

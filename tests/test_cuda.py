@@ -16,17 +16,16 @@ import torch.nn.functional as F
 
 import eval_hybrid_seq
 from datasets.synthetic.writer import generate
+from dev.precision_error import depth_errors, fixture_model, recorded_outputs, replay
 from evaluation.inference_loop import infer_windows
 from evaluation.protocols import estm_protocol, joint_protocol
 from models import precision
 from models.depthnet import DepthNetHybrid
 from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
-from tests.test_distributed import CONFIGS, GRAD_RTOL, changed_parameters_after_steps, torchrun
-from tests.test_inference import sideways_frames
-from tests.test_precision import (BOUNDS, assert_float32_outputs, assert_within_bounds,
-                                  depth_errors, fixture_model, recorded_outputs, replay)
-from tests.test_reference import DEPTH_TOL, PROB_TOL
+from tests.helpers import (BOUNDS, CONFIGS, DEPTH_TOL, GRAD_RTOL, PROB_TOL,
+                           assert_float32_outputs, assert_within_bounds,
+                           changed_parameters_after_steps, sideways_frames, torchrun)
 from training import trainer as trainer_lib
 from utils import distributed as dist_utils
 from utils.checkpoint import save_checkpoint

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 
 import cv2
 import numpy as np
@@ -11,10 +11,7 @@ import pytest
 from datasets.intrinsics import OFFICIAL_K_33
 from datasets.io import (DataError, NonFinitePoseError, read_color, read_depth, read_intrinsics,
                          read_pose)
-
-
-def write_matrix(path: Path, matrix: np.ndarray) -> None:
-    path.write_text("\n".join(" ".join(str(v) for v in row) for row in matrix) + "\n")
+from tests.helpers import write_matrix
 
 
 def test_read_depth_converts_millimetres_and_zeroes_invalid(tmp_path):
@@ -90,3 +87,46 @@ def test_read_intrinsics_accepts_3x3_and_4x4(tmp_path):
     write_matrix(tmp_path / "k2.txt", np.eye(2))
     with pytest.raises(DataError, match=r"k2\.txt must hold a 3x3 or 4x4"):
         read_intrinsics(tmp_path / "k2.txt")
+
+
+def test_truncated_jpeg_and_png_are_errors_naming_the_file(tmp_path):
+    rng = np.random.default_rng(0)
+    jpg, png = tmp_path / "0.jpg", tmp_path / "0.png"
+    cv2.imwrite(str(jpg), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    cv2.imwrite(str(png), rng.integers(500, 4000, (64, 64)).astype(np.uint16))
+    read_color(jpg)
+    read_depth(png)
+    for path, reader in ((jpg, read_color), (png, read_depth)):
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) * 2 // 3])
+        with pytest.raises(DataError, match=f"{re.escape(str(path))} is truncated"):
+            reader(path)
+    # bytes after the end marker (zero padding) are not a truncation
+    cv2.imwrite(str(jpg), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    jpg.write_bytes(jpg.read_bytes() + b"\x00" * 16)
+    assert read_color(jpg).shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p.__setitem__((slice(0, 3), slice(0, 3)), 1.1 * p[:3, :3]), "rigid"),
+    (lambda p: p.__setitem__((slice(0, 3), slice(0, 3)), 0.0), "rigid"),
+    (lambda p: p.__setitem__((0, 1), 0.2), "rigid"),
+    (lambda p: p.__setitem__((slice(0, 3), 0), -p[:3, 0]), "det"),
+    (lambda p: p.__setitem__((0, 3), 1e39), "translation"),
+])
+def test_poses_that_are_not_rigid_transforms_name_the_file(tmp_path, change, message):
+    pose = np.eye(4)
+    pose[:3, 3] = [0.5, -1.0, 2.0]
+    path = tmp_path / "frame-000007.pose.txt"
+    np.savetxt(path, pose)
+    read_pose(path)
+    change(pose)
+    np.savetxt(path, pose)
+    with pytest.raises(DataError, match=message) as err:
+        read_pose(path)
+    assert str(path) in str(err.value)
+
+
+def test_real_7scenes_poses_pass_the_rigidity_check(redkitchen):
+    for path in sorted(redkitchen.glob("*.pose.txt")):
+        read_pose(path)

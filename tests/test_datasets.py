@@ -20,7 +20,7 @@ from datasets.sequence import stack_frames
 from datasets.seven_scenes import TEST_LIST, SevenScenesSequence, list_sequences
 from datasets.synthetic.writer import generate
 from datasets.windows import joint_windows
-from tests.test_dataset_io import write_matrix
+from tests.helpers import write_matrix
 from utils.geometry import depth_reprojection_error, relative_pose
 
 REPO = Path(__file__).resolve().parents[1]

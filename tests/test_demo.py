@@ -1,13 +1,15 @@
-"""demo.py end to end in its reduced size (--quick)."""
+"""demo.py: end to end in its reduced size (--quick), and what Ctrl-C tells the user."""
 
 import json
 
 import cv2
+import pytest
 
 import demo
 from tests.conftest import shared_available
 
 
+@pytest.mark.slow  # trains 6 steps, evaluates and fuses two models: minutes on 2 cores
 def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     out = tmp_path / "demo"
     summary = demo.main(["--quick", "True", "--out", str(out), "--device", "cpu"])
@@ -45,3 +47,14 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     again = demo.main(["--quick", "True", "--out", str(out), "--device", "cpu"])
     assert json.loads((out / "train" / "train_summary.json").read_text()) == train_summary
     assert again["results"] == summary["results"]
+
+
+def test_demo_ctrl_c_says_to_re_run(monkeypatch, capsys):
+    def interrupted(argv=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "main", interrupted)
+    with pytest.raises(SystemExit) as stop:
+        demo.cli([])
+    assert stop.value.code == 130
+    assert "run the same command again" in capsys.readouterr().err

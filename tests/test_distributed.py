@@ -1,9 +1,6 @@
 """Multi-process training under torchrun (gloo, 2 CPU processes) and the distributed helpers."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,25 +10,14 @@ from datasets.synthetic.writer import generate
 from training import components
 from training import trainer as trainer_lib
 from utils import distributed as dist_utils
+from tests.helpers import CONFIGS, GRAD_RTOL, changed_parameters_after_steps, torchrun
 from utils.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ["est1_seq3", "est1_seq5", "est0_seq3", "est0_seq5"]
-# Step-1 gradients of 2 processes vs 1 process on the concatenated batch: the same sums in
-# another order (float32), relative to the largest gradient.
-GRAD_RTOL = 1e-4
-
-
-def torchrun(*args, nproc: int = 2, timeout: int = 900):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", *map(str, args)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 @pytest.mark.slow  # 4 configurations x 3 steps in one launch: ~1-2 min on 2 cores
-def test_torchrun_matrix_transformer_on_off_seq_len_3_5(tmp_path):
+def test_two_processes_stay_in_sync_and_match_one_process_for_each_configuration(tmp_path):
     """DDP without find_unused_parameters in every configuration (EST off, or 3 frames,
     crashed at step 2 before: key_layer gets no gradient); ranks end identical; the
     first step's gradient equals a 1-process run on the concatenated batch.
@@ -102,19 +88,6 @@ def test_apex_options_map_to_native_equivalents():
     assert not components.grad_scaler(parse(), cpu, torch.bfloat16).is_enabled()
     with pytest.raises(ValueError, match="loss_scale"):
         components.grad_scaler(parse("--loss_scale", "big"), cpu, torch.float16)
-    assert not hasattr(trainer_lib.Trainer, "_wrap_apex")
-
-
-def changed_parameters_after_steps(trainer, steps: int = 2):
-    """(names of trainable parameters, names of those a few optimizer steps changed)."""
-    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    batches = iter(trainer.loader)
-    for _ in range(steps):
-        trainer.process_batch(next(batches), clip=10.0)
-    names = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
-    changed = {n for n, p in trainer.model.named_parameters()
-               if not torch.equal(p.detach(), before[n])}
-    return names, changed
 
 
 def test_every_trainable_parameter_batch_norm_included_changes(tmp_path):

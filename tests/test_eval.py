@@ -13,9 +13,9 @@ import eval_hybrid
 import eval_hybrid_seq
 from datasets.synthetic.writer import generate
 from models.depthnet import DepthNetHybrid
-from tests.test_metrics import hand_metrics
 from evaluation import run as eval_run
 from evaluation import run_files
+from tests.helpers import hand_metrics
 from utils.checkpoint import save_checkpoint
 from utils.options import ModelOptions, from_mapping
 

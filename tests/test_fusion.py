@@ -1,6 +1,5 @@
 """TSDF fusion, mesh extraction, PLY I/O and mesh metrics (evaluation/fusion.py)."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,28 +8,7 @@ from datasets.synthetic.render import render
 from datasets.synthetic.scene import random_scene
 from datasets.synthetic.writer import default_intrinsics
 from evaluation import fusion
-
-
-def load_ply(path) -> fusion.Mesh:
-    """Read a PLY written by :func:`evaluation.fusion.save_ply` (binary little-endian,
-    triangles only)."""
-    path = Path(path)
-    data = path.read_bytes()
-    end = data.find(b"end_header\n")
-    if not data.startswith(b"ply\n") or end < 0:
-        raise ValueError(f"{path} is not a PLY file")
-    header = data[:end].decode("ascii").splitlines()
-    if "format binary_little_endian 1.0" not in header:
-        raise ValueError(f"{path}: only binary little-endian PLY is read")
-    counts = {line.split()[1]: int(line.split()[2]) for line in header
-              if line.startswith("element")}
-    offset = end + len(b"end_header\n")
-    nv, nf = counts.get("vertex", 0), counts.get("face", 0)
-    vertices = np.frombuffer(data, "<f4", nv * 3, offset).reshape(nv, 3)
-    faces = np.frombuffer(data, [("n", "u1"), ("idx", "<i4", (3,))], nf, offset + nv * 12)
-    if nf and not (faces["n"] == 3).all():
-        raise ValueError(f"{path}: only triangle faces are read")
-    return fusion.Mesh(vertices.astype(np.float32), faces["idx"].astype(np.int64))
+from tests.helpers import load_ply
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +76,7 @@ def test_unobserved_space_gives_no_surface():
     assert np.abs(mesh.vertices_v3[:, 2] - 2.0).max() < 0.01
 
 
-def test_ply_round_trip(tmp_path, fused):
+def test_a_saved_ply_reads_back_as_the_same_mesh(tmp_path, fused):
     mesh, _ = fused
     path = tmp_path / "mesh.ply"
     fusion.save_ply(mesh, path)
@@ -110,7 +88,7 @@ def test_ply_round_trip(tmp_path, fused):
     assert len(load_ply(tmp_path / "empty.ply")) == 0
 
 
-def test_point_metrics_by_hand():
+def test_point_metrics_equal_hand_computed_values():
     gt = np.array([[0, 0, 0], [1, 0, 0]], np.float64)
     pred = np.array([[0, 0, 0.01], [0, 0, 0.5]], np.float64)
     result = fusion.point_metrics(pred, gt, threshold=0.05)

@@ -52,7 +52,7 @@ def test_a_step_logs_its_output_and_a_step_past_its_limit_reads_124(tmp_path):
 def test_summary_reads_what_benchmark_writes(tmp_path):
     """The real JSON of benchmark.py (tiny, on the CPU), not a hand-made one."""
     import benchmark
-    from tests.test_benchmark import TINY
+    from tests.helpers import BENCHMARK_TINY as TINY
 
     for name in ("train_official", "train_fp32"):
         fast = "false" if name == "train_official" else "true"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.inference import prepare_for_inference
-from tests.test_cost_volume import small_eval_model
+from tests.helpers import small_eval_model
 
 
 def _volumes(batch: int, seed: int = 0):

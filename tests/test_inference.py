@@ -8,8 +8,8 @@ from evaluation.protocols import estm_protocol, joint_protocol
 from models.depthnet import DepthNetHybrid
 from models.inference import fold_batchnorm, prepare_for_inference
 from models.memory import MemoryBuffer
+from tests.helpers import assert_outputs_match, reference_model, sideways_frames
 
-HW = (128, 128)
 FRAMES = 8
 # Few windows keep the tests cheap, yet each shares frames with the next and gets memory.
 WINDOWS = {"estm": [[0, 1, 2], [1, 2, 3], [2, 3, 4]], "joint": [[0, 1, 2, 3, 4], [3, 4, 5, 6, 7]]}
@@ -32,21 +32,6 @@ def model():
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
     return net.eval()
-
-
-def sideways_frames(n: int, h: int = HW[0], w: int = HW[1]) -> list:
-    """``n`` frames as the evaluation sequences yield them: random images, a camera moving
-    sideways by 5 cm per frame."""
-    g = torch.Generator().manual_seed(1)
-    K = torch.tensor([[0.9 * w, 0, w / 2 - 0.5], [0, 0.9 * w, h / 2 - 0.5], [0, 0, 1.0]])
-    frames = []
-    for i in range(n):
-        pose = torch.eye(4)
-        pose[0, 3] = 0.05 * i
-        frames.append({"img": torch.rand(3, h, w, generator=g) * 255, "cam_pose": pose,
-                       "cam_intr": K, "dmap": None, "dmask": None, "img_path": f"{i}.jpg",
-                       "frame_id": i})
-    return frames
 
 
 @pytest.fixture(scope="module")
@@ -166,10 +151,8 @@ def test_compiled_inference_runs_and_matches(model, sequence, official):
 @pytest.mark.slow  # six 64-plane windows: ~15-40 s on 2 busy cores
 def test_fast_path_replays_the_official_fixture(reference):
     """Cached features + folded batch norm, through the evaluation loop, stay within the
-    fixture tolerances of tests/test_reference.py (ESTM: six windows, memory evicted)."""
-    from tests.test_reference import _assert_outputs_match, _model
-
-    model = prepare_for_inference(_model(reference, train=False), fold_bn=True)
+    fixture tolerances of tests.helpers (ESTM: six windows, memory evicted)."""
+    model = prepare_for_inference(reference_model(reference, train=False), fold_bn=True)
     inputs = reference["inputs"]
     seq = [{"img": inputs["imgs"][0, i].float(), "cam_pose": inputs["cam_poses"][0, i],
             "cam_intr": inputs["cam_intr"][0], "dmap": None, "dmask": None,
@@ -178,7 +161,7 @@ def test_fast_path_replays_the_official_fixture(reference):
     windows = [[s, s + 1, s + 2] for s in range(len(expected))]
     loop = infer_windows(model, seq, windows, MemoryBuffer(2), cache_features=True)
     for s, (_, _, outputs) in enumerate(loop):
-        _assert_outputs_match(outputs, expected[s], f"estm {s}")
+        assert_outputs_match(outputs, expected[s], f"estm {s}")
 
 
 def test_window_decode_never_waits_for_the_device(model, sequence, monkeypatch):

@@ -1,5 +1,5 @@
-"""evaluation.metrics, evaluation.metrics and evaluation.run_metrics: formulas, masking, resizing,
-temporal consistency, saved-prediction tables.
+"""evaluation.metrics and evaluation.run_metrics: formulas, masking, resizing, temporal
+consistency, saved-prediction tables, unfinished scenes and unreadable predictions.
 
 Expected values are computed by hand or with numpy/cv2, independently of the code under test.
 """
@@ -7,6 +7,7 @@ Expected values are computed by hand or with numpy/cv2, independently of the cod
 import csv
 import json
 import math
+import re
 
 import cv2
 import numpy as np
@@ -14,24 +15,14 @@ import pytest
 import torch
 
 from evaluation.metrics import depth_metrics
-from evaluation import metrics, run_metrics
+from evaluation import metrics, run_files, run_metrics
+from tests.helpers import copy_run, hand_metrics
 
 GT_HW, PRED_HW = (15, 20), (8, 10)   # the real data's 480/256 x 640/320 ratios, scaled down
 SCENE = "scene0000_00"
 
 
-def hand_metrics(gt: np.ndarray, pred: np.ndarray) -> dict:
-    """The paper's metrics with plain numpy (gt, pred: 1-D arrays of valid pixels)."""
-    diff = pred - gt
-    ratio = np.maximum(gt / pred, pred / gt)
-    return {"abs_rel": np.mean(np.abs(diff) / gt), "abs_diff": np.mean(np.abs(diff)),
-            "sq_rel": np.mean(diff ** 2 / gt), "rmse": np.sqrt(np.mean(diff ** 2)),
-            "rmse_log": np.sqrt(np.mean((np.log(pred) - np.log(gt)) ** 2)),
-            "a1": np.mean(ratio < 1.25), "a2": np.mean(ratio < 1.25 ** 2),
-            "a3": np.mean(ratio < 1.25 ** 3)}
-
-
-def test_depth_metrics_hand_values():
+def test_depth_metrics_equal_the_formulas_computed_by_hand():
     gt = torch.tensor([1.0, 2.0, 4.0])
     pred = torch.tensor([1.25, 1.5, 4.0])
     got = {k: float(v) for k, v in depth_metrics(gt, pred).items()}
@@ -193,7 +184,7 @@ def test_saved_predictions_table_counts_and_masks(tiny_scan):
     assert scenes == ["ALL (mean over frames)", "ALL (mean over scenes)", SCENE]
 
 
-def test_cli_depth_range_override(tiny_scan, capsys):
+def test_command_line_depth_range_overrides_the_datasets_range(tiny_scan, capsys):
     out = run_metrics.main(["--evalpath", str(tiny_scan["run"]), "--datapath", str(tiny_scan["data"]),
                         "--eval_dataset", "scannet", "--testlist", str(tiny_scan["list"]),
                         "--frame_interval", "1", "--max_depth_eval", "6"])
@@ -205,3 +196,25 @@ def test_cli_depth_range_override(tiny_scan, capsys):
             pytest.approx(value, rel=1e-5), name
     printed = capsys.readouterr().out
     assert "ALL (mean over frames)" in printed and "AbsRel" in printed
+
+
+# ------------------------------------------------------- unfinished or unreadable runs
+def test_metrics_leave_out_and_report_unfinished_scenes(estm_run, tmp_path, capsys):
+    run = copy_run(estm_run, tmp_path)
+    (run / "estm" / "room0000" / "seq-02" / run_files.MARKER).unlink()   # interrupted
+    with pytest.raises(run_metrics.IncompleteRunError, match="room0000/seq-02.*--allow_partial"):
+        run_metrics.main(["--evalpath", str(run)])
+    assert not (run / "estm" / "metrics.json").exists()
+    results = run_metrics.main(["--evalpath", str(run), "--allow_partial", "True"])
+    counts = results[str(run / "estm")]["counts"]
+    assert counts["scenes_evaluated"] == 1 and counts["frames_predicted"] == 2
+    assert counts["scenes_without_marker"] == ["room0000/seq-02"] and not counts["complete"]
+    printed = capsys.readouterr().out
+    assert "room0000/seq-02" not in printed and "1/2 scenes" in printed
+
+
+def test_an_unreadable_prediction_of_official_outputs_names_the_file(tmp_path):
+    bad = tmp_path / "1.npy"
+    bad.write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(ValueError, match=re.escape(str(bad))):
+        run_metrics.load_prediction(bad)

@@ -8,7 +8,7 @@ import pytest
 
 import predict
 from datasets.seven_scenes import SevenScenesSequence
-from tests.test_fusion import load_ply
+from tests.helpers import load_ply
 from evaluation import fusion
 
 TINY = ["--resnet", "18", "--ndepths", "4", "--height", "128", "--width", "128",

@@ -3,20 +3,8 @@
 import pytest
 import torch
 
-from models.depthnet import DepthNetHybrid
 from models.memory import MemoryBuffer
-from utils.options import ModelOptions, from_mapping
-
-DEPTH_TOL = 2e-3  # metres; a faithful model is within ~5e-4 on CPU float32
-PROB_TOL = 2e-4
-
-
-def _model(reference, train: bool) -> DepthNetHybrid:
-    cfg = reference["config"]
-    model = DepthNetHybrid.from_options(from_mapping(ModelOptions, cfg), reference["weights"],
-                                        source="the reference fixture")
-    return model.train(train)
-
+from tests.helpers import DEPTH_TOL, assert_outputs_match, reference_model
 
 def _frames(reference, first: int, last: int):
     inputs = reference["inputs"]
@@ -26,24 +14,13 @@ def _frames(reference, first: int, last: int):
         inputs["cam_intr"], sample
 
 
-def _assert_outputs_match(outputs: dict, expected: dict, where: str):
-    assert len(outputs) == len(expected), f"{where}: output keys differ"
-    for key_str, want in expected.items():
-        key = eval(key_str)  # keys were stored as str() of tuples like ('depth', 0, 2)
-        tol = DEPTH_TOL if key[0] == "depth" else PROB_TOL
-        got = outputs[key]
-        assert got.shape == want.shape, f"{where} {key_str}: shape {got.shape} vs {want.shape}"
-        err = (got - want).abs().max().item()
-        assert err <= tol, f"{where} {key_str}: max abs error {err:.2e} > {tol:.0e}"
-
-
 @pytest.mark.parametrize("fast_layers", [False, True], ids=["official-layers", "fast-layers"])
 def test_train_forward_loss_and_gradient(reference, fast_layers):
     """The official layer order, and the trainer's (the same numbers with less work)."""
-    model = _model(reference, train=True).use_fast_layers(fast_layers)
+    model = reference_model(reference, train=True).use_fast_layers(fast_layers)
     imgs, poses, intr, sample = _frames(reference, 0, 4)
     outputs, losses = model(imgs, poses, intr, sample, mode="train")
-    _assert_outputs_match(outputs, reference["train"]["outputs"], "train")
+    assert_outputs_match(outputs, reference["train"]["outputs"], "train")
     for name, want in reference["train"]["losses"].items():
         assert losses[name].item() == pytest.approx(want.item(), abs=DEPTH_TOL), name
     losses["loss"].backward()
@@ -54,23 +31,23 @@ def test_train_forward_loss_and_gradient(reference, fast_layers):
 
 @torch.no_grad()
 def test_joint_windows_with_memory(reference):
-    model = _model(reference, train=False)
+    model = reference_model(reference, train=False)
     memory = MemoryBuffer(size=1)
     for index, first in enumerate((0, 3)):
         imgs, poses, intr, _ = _frames(reference, first, first + 4)
         outputs, costs, cam_poses = model(imgs, poses, intr, None, *memory.as_inputs(),
                                           mode="val")
-        _assert_outputs_match(outputs, reference["joint"]["windows"][index], f"joint {index}")
+        assert_outputs_match(outputs, reference["joint"]["windows"][index], f"joint {index}")
         memory.push(costs, cam_poses)
 
 
 @torch.no_grad()
 def test_estm_sliding_windows_with_two_memories(reference):
-    model = _model(reference, train=False)
+    model = reference_model(reference, train=False)
     memory = MemoryBuffer(size=2)
     for s, expected in enumerate(reference["estm"]["windows"]):
         imgs, poses, intr, _ = _frames(reference, s, s + 2)
         outputs, costs, cam_poses = model(imgs, poses, intr, None, *memory.as_inputs(),
                                           mode="val")
-        _assert_outputs_match(outputs, expected, f"estm {s}")
+        assert_outputs_match(outputs, expected, f"estm {s}")
         memory.push(costs, cam_poses)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from datasets.intrinsics import OFFICIAL_K_33, SEVEN_SCENES_K_33
 from datasets.io import read_depth, read_intrinsics, read_pose
+from datasets.synthetic import cli as synthetic_cli
 from datasets.synthetic import render as render_mod
 from datasets.synthetic import scene as scene_mod
 from datasets.synthetic import writer
@@ -188,3 +190,17 @@ def test_existing_scenes_are_not_overwritten_by_default(tmp_path):
     with pytest.raises(FileExistsError, match="scene0000_00"):
         writer.generate(tmp_path, **kwargs)
     writer.generate(tmp_path, overwrite=True, **kwargs)
+
+
+def test_synthetic_command_takes_overwrite_true_and_its_output_is_ignored(tmp_path):
+    """``--overwrite True`` replaces, ``False`` refuses; data/synthetic* is git-ignored."""
+    argv = ["--out", str(tmp_path), "--scenes", "1", "--frames", "2", "--height", "32",
+            "--width", "32", "--val", "0", "--test", "0", "--workers", "1"]
+    synthetic_cli.main(argv)
+    synthetic_cli.main(argv + ["--overwrite", "True"])
+    with pytest.raises(FileExistsError):
+        synthetic_cli.main(argv + ["--overwrite", "False"])
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("data/synthetic/scene0000_00/x.jpg", "data/synthetic_7scenes/room0000/y.png"):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0

@@ -26,30 +26,19 @@ SMALL = ["--dataset", "synthetic", "--device", "cpu", "--height", "128", "--widt
          "--lr", "5e-4", "--warmup_iters", "10", "--seed", "7"]
 
 
-def make_train_scenes(root) -> str:
-    """One training scene of 22 frames (5 windows of 3 at interval 2), one test scene."""
-    generate(root, layout="scannet", scenes=2, frames=22, height=128, width=128, seed=3,
-             val=0, test=1, workers=1)
-    return str(root)
-
-
-@pytest.fixture(scope="module")
-def tiny_set(tmp_path_factory):
-    return make_train_scenes(tmp_path_factory.mktemp("synthetic"))
-
-
-def _args(tiny_set, logdir, *extra):
-    return SMALL + ["--datapath", tiny_set, "--logdir", str(logdir), *extra]
+def _args(train_set, logdir, *extra):
+    return SMALL + ["--datapath", train_set, "--logdir", str(logdir), *extra]
 
 
 def _state(path):
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def test_torchrun_two_processes_shard_data_and_stay_in_sync(tiny_set, tmp_path):
+@pytest.mark.slow  # two torchrun processes: ~18 s on 2 busy cores
+def test_torchrun_two_processes_shard_data_and_stay_in_sync(train_set, tmp_path):
     logdir = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "train_hybrid.py"), *_args(tiny_set, logdir, "--max_iters", "2",
+           str(ROOT / "train_hybrid.py"), *_args(train_set, logdir, "--max_iters", "2",
                                                   "--log_samples", "True", "--epochs", "1")]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -67,13 +56,14 @@ def test_torchrun_two_processes_shard_data_and_stay_in_sync(tiny_set, tmp_path):
     assert len([f for f in files if f.startswith("events.out.tfevents")]) == 1
 
 
-def test_resumed_run_equals_uninterrupted_run(tiny_set, tmp_path):
+@pytest.mark.slow  # 8 training steps in three runs: ~22 s on 2 busy cores
+def test_resumed_run_equals_uninterrupted_run(train_set, tmp_path):
     """4 steps straight vs 2 steps, stop, resume, 2 more: across an epoch boundary."""
     common = ["--epochs", "3", "--save_iters", "0", "--batch_size", "2"]
-    straight = train_hybrid.main(_args(tiny_set, tmp_path / "a", *common, "--max_iters", "4"))
-    first = train_hybrid.main(_args(tiny_set, tmp_path / "b", *common, "--max_iters", "2"))
+    straight = train_hybrid.main(_args(train_set, tmp_path / "a", *common, "--max_iters", "4"))
+    first = train_hybrid.main(_args(train_set, tmp_path / "b", *common, "--max_iters", "2"))
     assert first["global_step"] == 2 and first["epoch"] == 0
-    resumed = train_hybrid.main(_args(tiny_set, tmp_path / "b", *common, "--max_iters", "4",
+    resumed = train_hybrid.main(_args(train_set, tmp_path / "b", *common, "--max_iters", "4",
                                       "--resume", "True"))
     assert resumed["global_step"] == straight["global_step"] == 4
     assert resumed["epoch"] == straight["epoch"] == 1  # 5 windows / batch 2 = 2 steps an epoch
@@ -105,8 +95,8 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monke
     assert os.listdir(tmp_path) == ["model_000000.ckpt"]
 
 
-def test_non_finite_loss_stops_with_step_samples_and_last_checkpoint(tiny_set, tmp_path):
-    args = load_config("train", _args(tiny_set, tmp_path / "nan", "--max_iters", "1"))
+def test_non_finite_loss_stops_with_step_samples_and_last_checkpoint(train_set, tmp_path):
+    args = load_config("train", _args(train_set, tmp_path / "nan", "--max_iters", "1"))
     trainer = trainer_lib.Trainer(args, dist_utils.init_distributed("cpu"))
     trainer.last_checkpoint = "/somewhere/model_000003.ckpt"
     real_forward = trainer.net.forward
@@ -236,15 +226,15 @@ def test_scheduler_converts_lrepochs_to_iteration_milestones():
     assert lrs[21] == lrs[29] == 0.0625        # epoch 3 at iteration 21
 
 
-def test_bf16_mixed_precision_step_on_cpu(tiny_set, tmp_path):
-    summary = train_hybrid.main(_args(tiny_set, tmp_path / "amp", "--amp", "bf16",
+def test_a_bf16_mixed_precision_step_on_cpu_gives_a_finite_loss(train_set, tmp_path):
+    summary = train_hybrid.main(_args(train_set, tmp_path / "amp", "--amp", "bf16",
                                       "--max_iters", "1", "--epochs", "1"))
     assert summary["global_step"] == 1
     assert np.isfinite(summary["loss_first_tenth"])
 
 
 @pytest.mark.slow  # AOTAutograd traces the training graphs: ~20-40 s on 2 cores
-def test_compiled_training_takes_the_same_step_and_saves_plain_checkpoints(tiny_set, tmp_path,
+def test_compiled_training_takes_the_same_step_and_saves_plain_checkpoints(train_set, tmp_path,
                                                                            monkeypatch):
     """--compile True: the same loss as the plain model, and a checkpoint that loads strictly
     into an uncompiled model (inductor's code generation is left to GPU machines; aot_eager
@@ -255,7 +245,7 @@ def test_compiled_training_takes_the_same_step_and_saves_plain_checkpoints(tiny_
     monkeypatch.setattr(torch.nn.Module, "compile",
                         lambda self, **kw: real(self, **{**kw, "backend": "aot_eager"}))
     counters.clear()
-    runs = {flag: train_hybrid.main(_args(tiny_set, tmp_path / flag, "--compile", flag,
+    runs = {flag: train_hybrid.main(_args(train_set, tmp_path / flag, "--compile", flag,
                                           "--max_iters", "1", "--epochs", "1"))
             for flag in ("False", "True")}
     assert counters["stats"]["unique_graphs"] > 0  # the compiled run did capture graphs

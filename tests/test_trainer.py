@@ -1,5 +1,6 @@
-"""Issue 11, training faults: non-finite values, resume, interruption, temporary files and
-stray checkpoints (the rest of the fault cases is in test_hardening.py)."""
+"""training/trainer.py faults: non-finite values are never saved, a resumed run takes the new
+options and stops at the final step, SIGTERM saves and says how to resume, temporary files
+of a killed save are cleaned up. (``train_set`` is a conftest fixture.)"""
 
 from __future__ import annotations
 
@@ -11,12 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import demo
 import train_hybrid
-from models.depthnet import DepthNetHybrid
-from tests.test_train import make_train_scenes
 from training import trainer as trainer_lib
-from utils import checkpoint as ckpt_io
 from utils import distributed as dist_utils
 from utils.config import load_config
 
@@ -27,12 +24,6 @@ TRAIN = ["--dataset", "synthetic", "--device", "cpu", "--height", "128", "--widt
          "--log_level", "WARNING"]
 
 
-@pytest.fixture(scope="module")
-def train_set(tmp_path_factory):
-    return make_train_scenes(tmp_path_factory.mktemp("train"))
-
-
-# ---------------------------------------------------------- 6. non-finite training
 @pytest.fixture()
 def trainer(train_set, tmp_path):
     args = load_config("train", TRAIN + ["--datapath", train_set, "--logdir",
@@ -40,6 +31,7 @@ def trainer(train_set, tmp_path):
     return trainer_lib.Trainer(args, dist_utils.init_distributed("cpu"))
 
 
+# ------------------------------------------------------------------ non-finite values
 def test_non_finite_batch_norm_statistics_are_never_saved(trainer):
     trainer.step = 17
     name, buffer = next((n, b) for n, b in trainer.model.named_buffers() if "running_var" in n)
@@ -55,19 +47,7 @@ def test_non_finite_loss_stop_is_reached_by_a_diverging_run(train_set, tmp_path)
                                    "--lr", "1e12", "--warmup_iters", "0", "--max_iters", "3"])
 
 
-def test_checkpoints_with_non_finite_weights_are_refused(tmp_path):
-    model = DepthNetHybrid(ndepths=4, depth_min=0.5, depth_max=5.0, resnet=18)
-    state = model.state_dict()
-    key = next(k for k in state if k.endswith("running_mean"))
-    state[key][0] = float("nan")
-    path = tmp_path / "bad.ckpt"
-    torch.save({"model": state}, path)
-    with pytest.raises(ckpt_io.CheckpointError, match=f"(?s)non-finite.*{re.escape(key)}"):
-        ckpt_io.load_checkpoint(DepthNetHybrid(ndepths=4, depth_min=0.5, depth_max=5.0,
-                                               resnet=18), str(path))
-
-
-# ---------------------------------- 7, 15, 19. resume, interruption, tensorboard flush
+# ------------------------------------------------------- resume, interruption, flush
 def test_resume_applies_a_new_lr_and_stops_at_the_final_step(train_set, tmp_path):
     base = TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path), "--epochs", "3"]
     first = train_hybrid.main(base + ["--max_iters", "1"])
@@ -90,8 +70,10 @@ def test_resume_applies_a_new_lr_and_stops_at_the_final_step(train_set, tmp_path
     assert "lr: 0.0001" in (tmp_path / "config.yaml").read_text()
 
 
-def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(train_set, tmp_path, monkeypatch,
-                                                           capsys):
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(train_set, tmp_path,
+                                                           monkeypatch, capsys):
+    """The TensorBoard scalars are on disk too (flushed every summary), and the signal
+    handlers are restored."""
     real = trainer_lib.Trainer.process_batch
 
     def preempted(self, batch, clip):
@@ -118,18 +100,8 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(train_set, tmp_path, 
     assert resumed["global_step"] == 2
 
 
-def test_demo_ctrl_c_says_to_re_run(monkeypatch, capsys):
-    def interrupted(argv=None):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(demo, "main", interrupted)
-    with pytest.raises(SystemExit) as stop:
-        demo.cli([])
-    assert stop.value.code == 130
-    assert "run the same command again" in capsys.readouterr().err
-
-
-def test_temporary_files_of_a_killed_save_are_removed_at_the_next_start(trainer, tmp_path):
+def test_temporary_files_of_a_killed_save_are_removed_at_the_next_start(trainer):
+    """Only the trainer's own ``.<name>.ckpt.*.tmp`` files go; other .tmp files stay."""
     logdir = Path(trainer.args.logdir)
     stale = logdir / ".model_000000.ckpt.k3_x9ab2.tmp"
     stale.write_bytes(b"half a checkpoint")
@@ -137,12 +109,3 @@ def test_temporary_files_of_a_killed_save_are_removed_at_the_next_start(trainer,
     mine.write_text("not ours")
     trainer_lib.Trainer(trainer.args, trainer.env)
     assert not stale.exists() and mine.exists()
-
-
-# -------------------------------------------------------------- 13. stray checkpoints
-def test_stray_checkpoint_names_do_not_block_resume(tmp_path):
-    (tmp_path / "model_best.ckpt").write_bytes(b"")
-    assert ckpt_io.latest_checkpoint(str(tmp_path)) is None
-    (tmp_path / "model_000000.ckpt").write_bytes(b"")
-    (tmp_path / "my_export.ckpt").write_bytes(b"")
-    assert ckpt_io.latest_checkpoint(str(tmp_path)).endswith("model_000000.ckpt")
