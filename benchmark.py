@@ -26,7 +26,7 @@ import os
 import statistics
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import torch
 
@@ -42,7 +42,7 @@ from models.memory import MemoryBuffer
 from utils.config import load_config
 from utils.distributed import resolve_device
 from utils.io import save_json
-from utils.timing import Timer, rss_gib, summarize
+from utils.timing import Timer, module_timer, operator_times, rss_gib, summarize
 
 MEASURES = ("estm", "joint", "train")
 LABELS = {"estm_window": "ESTM window (3 frames, 1 target, 2 memories)",
@@ -132,24 +132,6 @@ def profiled_parts(model) -> dict:
     return parts
 
 
-@contextmanager
-def module_timer(parts: dict, timer: Timer, totals: dict):
-    """Accumulate each part's forward time into ``totals`` (hooks; nested calls excluded)."""
-    starts, handles = {}, []
-    for name, module in parts.items():
-        def pre(_m, _a, name=name):
-            starts[name] = timer.now()
-
-        def post(_m, _a, _o, name=name):
-            totals[name] = totals.get(name, 0.0) + timer.now() - starts.pop(name)
-        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
-    try:
-        yield totals
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def profile_estm(model, args, timer, autocast) -> dict:
     """Share of an ESTM window's time per module, over ``--iters`` steady windows."""
     totals: dict = {}
@@ -174,29 +156,6 @@ def profile_train_ops(model, args, device, autocast, top: int = 12) -> tuple:
     with profile(activities=activities) as prof:
         timed_train_steps(model, 1, 0, args, device, Timer(device, False), autocast)
     return operator_times(list(prof.key_averages()), device.type == "cuda", top)
-
-
-def operator_times(events: list, on_gpu: bool, top: int) -> tuple:
-    """``({operator: {s_per_step, share}}`` of the ``top`` largest, busy seconds``) from the
-    profiler's averaged events.
-
-    On the CPU: each operator's self CPU time; busy is their sum. On a GPU: each operator's
-    self device time (its kernels'); busy is the sum over the kernels themselves (device
-    events), which are also listed under the operators that launched them, so summing every
-    event would count them twice. Busy against the step's time says whether the GPU or the
-    host launching kernels limits a step.
-    """
-    from torch.autograd import DeviceType
-
-    key = "self_device_time_total" if on_gpu else "self_cpu_time_total"
-    operators = [e for e in events if e.device_type == DeviceType.CPU]
-    device_events = [e for e in events if e.device_type != DeviceType.CPU] if on_gpu \
-        else operators
-    busy = sum(getattr(e, key) for e in device_events) or 1.0
-    ranked = sorted(operators, key=lambda e: -getattr(e, key))[:top]
-    ops = {e.key: {"s_per_step": getattr(e, key) / 1e6, "share": getattr(e, key) / busy}
-           for e in ranked}
-    return ops, busy / 1e6
 
 
 def run_sequence(model, args, timer, autocast) -> dict:
@@ -313,18 +272,72 @@ def print_report(results: dict, before: dict | None) -> None:
             print(f"  {key.replace('_', ' ')}: {results[key]:.2f}")
 
 
-def main(argv=None) -> dict:
-    args = load_config("benchmark", argv, description=__doc__)
-    logging.basicConfig(level=getattr(logging, args.log_level, logging.INFO))
-    dtype = precision.amp_dtype(args.amp)  # validates --amp before any work
+def checked_measures(args) -> list:
+    """``--measure`` as a list; every option checked before any work."""
+    precision.amp_dtype(args.amp)
     check_compile_mode(args.compile_mode)
-    compiled_parts(args.compiled_parts)  # validated before any work
+    compiled_parts(args.compiled_parts)
     measures = [m.strip() for m in args.measure.split(",") if m.strip()]
     unknown = set(measures) - set(MEASURES)
     if unknown:
         raise ValueError(f"--measure takes {', '.join(MEASURES)}, got {sorted(unknown)}")
     if args.cuda_graphs and not args.fast:
         raise ValueError("--cuda_graphs replays the evaluation's decode: it needs --fast true")
+    return measures
+
+
+def run_config(args, device: torch.device) -> dict:
+    """What the figures were measured with (the report's ``config``)."""
+    config = {"resnet": args.resnet, "ndepths": args.ndepths, "height": args.height,
+              "width": args.width, "IF_EST_transformer": args.IF_EST_transformer,
+              "device": str(device), "amp": args.amp, "fast": args.fast,
+              "compile": args.compile, "compile_mode": args.compile_mode,
+              "compiled_parts": args.compiled_parts, "cuda_graphs": args.cuda_graphs,
+              "frames": args.frames, "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "timer": "cpu" if args.cpu_time else "wall"}
+    if device.type == "cuda":
+        config["gpu"] = torch.cuda.get_device_name(device)
+    return config
+
+
+@torch.no_grad()
+def measure_inference(model, measures: list, args, timer, autocast, results: dict) -> None:
+    """ESTM and Joint windows, the profile and the long sequence, into ``results``."""
+    infer_model = prepare_for_inference(model, fold_bn=args.fast, compile=args.compile,
+                                        cuda_graphs=args.cuda_graphs) \
+        if (args.fast or args.compile) else model.eval()  # --cuda_graphs needs --fast
+    for name, protocol in (("estm", estm_protocol), ("joint", joint_protocol)):
+        if name in measures:
+            results["timings"][f"{name}_window"] = summarize(timed_windows(
+                infer_model, protocol(), args.iters, args.warmup, args, timer, autocast))
+    if args.profile:
+        results["profile"] = profile_estm(infer_model, args, timer, autocast)
+    if args.sequence:
+        results["sequence"] = run_sequence(infer_model, args, timer, autocast)
+
+
+def measure_training(model, args, device, timer, autocast, results: dict) -> None:
+    """Training steps (their losses, peak memory, the operator profile), into ``results``."""
+    if args.compile:
+        model.compile_parts(mode=args.compile_mode,  # as train_hybrid.py --compile True
+                            parts=compiled_parts(args.compiled_parts))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    results["train_losses"] = []
+    results["timings"]["train_step"] = summarize(timed_train_steps(
+        model, args.iters, args.warmup, args, device, timer, autocast, results["train_losses"]))
+    if device.type == "cuda":
+        results["train_peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+    if args.profile:
+        results["train_profile"], results["train_profile_busy_s"] = profile_train_ops(
+            model, args, device, autocast)
+
+
+def main(argv=None) -> dict:
+    args = load_config("benchmark", argv, description=__doc__)
+    logging.basicConfig(level=getattr(logging, args.log_level, logging.INFO))
+    measures = checked_measures(args)
+    dtype = precision.amp_dtype(args.amp)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     before = None
@@ -334,56 +347,15 @@ def main(argv=None) -> dict:
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     model = DepthNetHybrid.from_options(args.model).to(device)
-    infer_model = prepare_for_inference(model, fold_bn=args.fast, compile=args.compile,
-                                        cuda_graphs=args.cuda_graphs) \
-        if (args.fast or args.compile) else model.eval()  # --cuda_graphs needs --fast
     timer = Timer(device, args.cpu_time)
 
     def autocast():
-        if dtype is None:
-            return nullcontext()
-        return torch.autocast(device.type, dtype=dtype)
+        return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
-    results = {"config": {"resnet": args.resnet, "ndepths": args.ndepths,
-                          "height": args.height, "width": args.width,
-                          "IF_EST_transformer": args.IF_EST_transformer, "device": str(device),
-                          "amp": args.amp, "fast": args.fast, "compile": args.compile,
-                          "compile_mode": args.compile_mode,
-                          "compiled_parts": args.compiled_parts,
-                          "cuda_graphs": args.cuda_graphs,
-                          "frames": args.frames,
-                          "torch": torch.__version__, "threads": torch.get_num_threads(),
-                          "timer": "cpu" if args.cpu_time else "wall"},
-               "timings": {}}
-    if device.type == "cuda":
-        results["config"]["gpu"] = torch.cuda.get_device_name(device)
-    with torch.no_grad():
-        if "estm" in measures:
-            results["timings"]["estm_window"] = summarize(timed_windows(
-                infer_model, estm_protocol(), args.iters, args.warmup, args, timer, autocast))
-        if "joint" in measures:
-            results["timings"]["joint_window"] = summarize(timed_windows(
-                infer_model, joint_protocol(), args.iters, args.warmup, args, timer, autocast))
-        if args.profile:
-            results["profile"] = profile_estm(infer_model, args, timer, autocast)
-        if args.sequence:
-            results["sequence"] = run_sequence(infer_model, args, timer, autocast)
+    results = {"config": run_config(args, device), "timings": {}}
+    measure_inference(model, measures, args, timer, autocast, results)
     if "train" in measures:
-        if args.compile:
-            model.compile_parts(mode=args.compile_mode,  # as train_hybrid.py --compile True
-                                parts=compiled_parts(args.compiled_parts))
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        results["train_losses"] = []
-        results["timings"]["train_step"] = summarize(timed_train_steps(
-            model, args.iters, args.warmup, args, device, timer, autocast,
-            results["train_losses"]))
-        if device.type == "cuda":
-            results["train_peak_gpu_memory_gib"] = (torch.cuda.max_memory_allocated(device)
-                                                    / 2 ** 30)
-        if args.profile:
-            results["train_profile"], results["train_profile_busy_s"] = profile_train_ops(
-                model, args, device, autocast)
+        measure_training(model, args, device, timer, autocast, results)
     if args.loader:
         step = results["timings"].get("train_step", {}).get("median_s")
         results["loader"] = run_loader(args, step)

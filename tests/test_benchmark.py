@@ -6,11 +6,10 @@ import pytest
 import torch
 
 import benchmark
-from datasets.synthetic import random_frames
 from datasets.synthetic.writer import generate
+from models.depthnet import compiled_parts
 from tests.helpers import BENCHMARK_TINY as TINY
 from utils.timing import Timer
-
 
 
 def test_benchmark_reports_timings_writes_json_and_compares(tmp_path, capsys):
@@ -132,46 +131,4 @@ def test_an_unknown_compile_mode_or_part_is_refused_before_any_work():
         benchmark.main(TINY + ["--compile_mode", "fastest"])
     with pytest.raises(ValueError, match="compiled parts must be some of"):
         benchmark.main(TINY + ["--compiled_parts", "CostRegNet,decoder"])
-    assert benchmark.compiled_parts(" pre1, CostRegNet") == ("pre1", "CostRegNet")
-
-
-def test_gpu_busy_time_counts_each_kernel_once():
-    """A kernel is listed by itself (a device event) and in the self device time of the
-    operator that launched it: busy sums the kernels only, operators rank by theirs."""
-    from types import SimpleNamespace
-
-    from torch.autograd import DeviceType
-
-    def event(key, device_type, cpu_us, device_us):
-        return SimpleNamespace(key=key, device_type=device_type, self_cpu_time_total=cpu_us,
-                               self_device_time_total=device_us)
-    events = [event("aten::conv", DeviceType.CPU, 50, 3000),
-              event("aten::add", DeviceType.CPU, 20, 1000),
-              event("conv_kernel", DeviceType.CUDA, 0, 3000),
-              event("add_kernel", DeviceType.CUDA, 0, 1000)]
-    ops, busy = benchmark.operator_times(events, on_gpu=True, top=12)
-    assert busy == pytest.approx(4e-3) and list(ops) == ["aten::conv", "aten::add"]
-    assert ops["aten::conv"]["share"] == pytest.approx(0.75)
-    ops, busy = benchmark.operator_times(events, on_gpu=False, top=1)
-    assert busy == pytest.approx(70e-6) and list(ops) == ["aten::conv"]
-
-
-def test_the_training_window_ignores_the_global_random_state():
-    torch.manual_seed(0)
-    first = random_frames.random_window(5, 128, 160, torch.device("cpu"))
-    torch.rand(10)
-    second = random_frames.random_window(5, 128, 160, torch.device("cpu"))
-    for a, b in zip(first[:3], second[:3]):
-        assert torch.equal(a, b)
-    assert torch.equal(first[3]["dmaps"], second[3]["dmaps"])
-
-
-def test_camera_paths_are_rigid_motions_and_unknown_ones_are_refused():
-    for i in range(4):
-        pose = random_frames.camera_pose(i).double()
-        R = pose[:3, :3]
-        torch.testing.assert_close(R @ R.T, torch.eye(3, dtype=torch.float64), atol=1e-6, rtol=0)
-        assert torch.equal(pose[3], torch.tensor([0, 0, 0, 1.0], dtype=torch.float64))
-    assert not torch.equal(random_frames.camera_pose(1)[:3, :3], torch.eye(3))  # it turns
-    with pytest.raises(ValueError, match="camera must be one of generic, sideways"):
-        random_frames.camera_pose(1, "orbit")
+    assert compiled_parts(" pre1, CostRegNet") == ("pre1", "CostRegNet")
