@@ -17,8 +17,8 @@ Formats and options: datasets/posed.py, configs/default.yaml ``predict:``, ``--h
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -36,20 +36,21 @@ from evaluation import fusion
 from evaluation import metrics as metrics_mod
 from evaluation.inference_loop import infer_windows
 from evaluation.protocols import estm_protocol, joint_protocol
-from evaluation.run import build_model, file_sha256
-from evaluation.run_files import COLOR_MAX_DEPTH, frame_stem
+from evaluation.run import build_model
+from evaluation.run_files import COLOR_MAX_DEPTH, finished_marker, frame_stem, write_marker
 from models.depthnet import DepthNetHybrid
 from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
 from utils.config import load_config
 from utils.distributed import resolve_device
-from utils.io import atomic_open, save_image, save_json
+from utils.io import atomic_open, config_hash, file_sha256, folder_lock, save_image, save_json
 from utils.logs import setup_logging
 from utils.options import PredictOptions
 from utils.visualization import colorize_depth
 
 log = logging.getLogger("predict")
 DEPTH_DONE = ".depth_done.json"
+DEPTH_FORMAT = "estdepth/predict-depth"
 SUMMARY = "summary.json"
 FORMAT = "estdepth/predict"
 VERSION = 1
@@ -90,17 +91,25 @@ def run_identity(args, seq) -> tuple[str, dict]:
         "resnet": args.resnet, "ndepths": args.ndepths, "depth_min": float(args.depth_min),
         "depth_max": float(args.depth_max), "IF_EST_transformer": bool(args.IF_EST_transformer),
         "height": args.height, "width": args.width, "save_images": bool(args.save_images),
-        "frames": [str(Path(p).resolve()) for p in frame_paths(seq)],
+        # frames by their place in the capture, not where it lies: a moved capture reuses
+        "frames": [capture_relative(p, args.input) for p in frame_paths(seq)],
         "poses": hashlib.sha256(np.stack(seq.poses).astype(np.float64).tobytes()).hexdigest(),
         "cam_intr": seq.cam_intr.tolist(),
     }
-    return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16], hashed
+    return config_hash(hashed), hashed
+
+
+def capture_relative(path: str, root: str) -> str:
+    """``path`` relative to the capture folder ``root`` (as is when it lies elsewhere);
+    links are not followed, so a capture of links moves like any other."""
+    try:
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def frame_paths(seq) -> list[str]:
-    if hasattr(seq, "frames"):
-        return [str(getattr(f, "color")) for f in seq.frames]
-    return [seq[i]["img_path"] for i in range(len(seq))]
+    return [str(frame.color) for frame in seq.frames]
 
 
 def save_depth_png(depth_hw: np.ndarray, path: Path) -> None:
@@ -111,23 +120,6 @@ def save_depth_png(depth_hw: np.ndarray, path: Path) -> None:
         raise ValueError(f"could not encode {path}")
     with atomic_open(str(path), "wb") as f:
         f.write(buf.tobytes())
-
-
-def read_done(out: Path, config_hash: str, overwrite: bool):
-    """The depth marker if it is complete for this configuration, else None."""
-    try:
-        marker = json.loads((out / DEPTH_DONE).read_text())
-    except (OSError, ValueError):
-        return None
-    if marker.get("config_hash") != config_hash:
-        if not overwrite:
-            raise RuntimeError(f"{out} holds depths predicted with another configuration "
-                               f"(hash {marker.get('config_hash')}, this run {config_hash}); "
-                               f"use another --output or --overwrite True")
-        return None
-    if any(not (out / f).is_file() for f in marker.get("files", [])):
-        return None
-    return marker
 
 
 def predict_depths(args, seq, out: Path, config_hash: str, device) -> dict:
@@ -166,12 +158,11 @@ def predict_depths(args, seq, out: Path, config_hash: str, device) -> dict:
                                "image": batch["img_paths"][window.index(index)]})
                 bar.update(1)
     seconds = time.perf_counter() - start
-    marker = {"config_hash": config_hash, "frames": frames, "files": files,
+    marker = {"format": DEPTH_FORMAT, "config_hash": config_hash, "frames": frames,
               "windows": len(windows), "inference_s": seconds,
               "frames_per_s": len(frames) / seconds if seconds > 0 else None,
               "random_weights": not args.loadckpt}
-    save_json(marker, str(out / DEPTH_DONE))
-    return marker
+    return write_marker(out, marker, files, name=DEPTH_DONE)
 
 
 def depth_metrics(seq, out: Path, frames: list, opts: PredictOptions) -> dict | None:
@@ -241,7 +232,18 @@ def main(argv=None) -> dict:
     if not args.loadckpt:
         log.warning(RANDOM_WEIGHTS_WARNING)
 
-    marker = read_done(out, config_hash, args.overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(str(out), "predict.py"):
+        summary = predict_locked(args, seq, out, config_hash, hashed, device)
+    log.info("wrote %s", out / SUMMARY)
+    return summary
+
+
+def predict_locked(args, seq, out: Path, config_hash: str, hashed: dict, device) -> dict:
+    """Depths (reused when finished for this configuration), metrics, mesh and summary, with
+    ``out`` locked against a second run."""
+    marker = finished_marker(out, config_hash, args.overwrite, name=DEPTH_DONE,
+                             fmt=DEPTH_FORMAT, other_output="--output")
     if marker is None:
         marker = predict_depths(args, seq, out, config_hash, device)
     else:
@@ -273,7 +275,6 @@ def main(argv=None) -> dict:
         log.info("mesh vs ground-truth mesh: acc %.3f m, comp %.3f m, precision %.3f, recall "
                  "%.3f, F-score %.3f (5 cm)", m["acc"], m["comp"], m["prec"], m["recall"],
                  m["fscore"])
-    log.info("wrote %s", out / SUMMARY)
     return summary
 
 

@@ -8,8 +8,8 @@ Formats (``open_capture(path, fmt="auto")`` detects them from the folder):
 * ``7scenes`` and ``scannet``: the layouts the evaluations read (a ScanNet ``.sens``
   file is first exported with ``python -m datasets.scannet_export``).
 
-Every format gives a :class:`datasets.posed.PosedSequence` (or the evaluation sequence
-of its dataset, with the same items).
+Every format gives a :class:`datasets.sequence.PosedSequence` (7-Scenes and ScanNet folders
+their dataset's subclass of it).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import numpy as np
 
 from datasets.colmap import colmap_frames, find_model
 from datasets.io import DataError
-from datasets.posed import PosedSequence, folder_frames, select_frames
+from datasets.posed import folder_frames, select_frames
 from datasets.scannet import ScanNetSequence
+from datasets.sequence import PosedSequence
 from datasets.seven_scenes import SevenScenesSequence
 from datasets.tum import TUM_DEPTH_SCALE, tum_frames
 
@@ -107,7 +108,8 @@ def open_capture(path, fmt: str = "auto", height: int = 256, width: int = 320,
     keep = select_frames([f.world_T_cam_44 for f in frames], frame_interval, min_baseline,
                          min_rotation)
     logger.info("%s (%s): %d of %d frames selected", root, fmt, len(keep), len(frames))
-    seq = PosedSequence([frames[i] for i in keep], K, height, width, depth_scale, depth_min,
-                        depth_max, name=str(root), K_source=K_source)
+    seq = PosedSequence([frames[i] for i in keep], K, height, width, depth_scale=depth_scale,
+                        depth_min=depth_min, depth_max=depth_max, name=str(root),
+                        K_source=K_source)
     seq.format = fmt
     return seq

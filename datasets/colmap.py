@@ -21,7 +21,8 @@ from typing import Optional
 import numpy as np
 
 from datasets.io import DataError, image_size
-from datasets.posed import PosedFrame, natural_key
+from datasets.posed import natural_key
+from datasets.sequence import PosedFrame
 
 # model id -> (name, number of parameters), COLMAP's src/colmap/sensor/models.h.
 CAMERA_MODELS = {

@@ -1,12 +1,9 @@
 """Posed captures of your own: the frame sequence every capture reader returns.
 
-A :class:`PosedSequence`'s items are those of the evaluation sequences
-(:class:`datasets.sequence.FrameSequence`): ``img`` [3, H, W] RGB 0..255 resized to the
-network size, ``cam_intr`` [3, 3] for the resized image, ``cam_pose`` [4, 4]
-camera-to-world, ``dmap``/``dmask`` (or ``None`` without depth), ``img_path``,
-``frame_id``. So :func:`evaluation.inference_loop.infer_windows` runs on any of them.
-:func:`datasets.captures.open_capture` detects a capture's format and opens it; this module
-reads the ``folder`` format (the DVMVS sample-data layout)::
+Every capture reader returns :class:`datasets.sequence.PosedFrame` s, which
+:func:`datasets.captures.open_capture` (it detects the format) turns into the
+:class:`datasets.sequence.PosedSequence` the evaluation reads too. This module reads the
+``folder`` format (the DVMVS sample-data layout)::
 
     DIR/images/*.png|jpg       colour, any size (all the same)
     DIR/poses.txt              one flattened 4x4 camera-to-world per line, image-name order
@@ -21,30 +18,15 @@ has moved ``min_baseline`` metres or turned ``min_rotation`` degrees since the l
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
-import cv2
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from datasets.intrinsics import check_principal_point, resize_intrinsics
-from datasets.io import (DataError, check_rigid_pose, image_size, mask_depth_range, read_color,
-                         read_depth, read_intrinsics, read_pose)
-from datasets.sequence import frame_item
+from datasets.io import DataError, check_rigid_pose, read_intrinsics, read_pose
+from datasets.sequence import PosedFrame
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-@dataclass(frozen=True)
-class PosedFrame:
-    """One frame of a capture: colour file, camera-to-world pose, optional depth file."""
-
-    color: Path
-    world_T_cam_44: np.ndarray
-    depth: Optional[Path] = None
 
 
 def natural_key(name: str):
@@ -76,56 +58,6 @@ def select_frames(poses: Sequence[np.ndarray], frame_interval: int = 1,
     return kept
 
 
-class PosedSequence(Dataset):
-    """The frames of a capture with known intrinsics, as the evaluation sequences yield them.
-
-    Args:
-        frames: the selected frames, in capture order.
-        K_33: intrinsics of the colour images' native size.
-        depth_scale: depth-PNG units per metre (1000 for millimetres, 5000 for TUM).
-        depth_min, depth_max: ground-truth depth outside is invalid.
-        name: the capture, for errors and logs; ``K_source`` names where K came from.
-    """
-
-    def __init__(self, frames: Sequence[PosedFrame], K_33: np.ndarray, height: int, width: int,
-                 depth_scale: float = 1000.0, depth_min: float = 0.01, depth_max: float = 10.0,
-                 name: str = "", K_source: str = ""):
-        if not frames:
-            raise DataError(f"{name}: no frames")
-        self.name = name
-        self.frames = list(frames)
-        self.poses = [frame.world_T_cam_44 for frame in self.frames]
-        self.height, self.width = height, width
-        self.depth_scale = float(depth_scale)
-        self.depth_min, self.depth_max = depth_min, depth_max
-        self.color_hw = image_size(self.frames[0].color, "colour image")
-        check_principal_point(K_33, self.color_hw, K_source or name)
-        self.K_native_33 = np.asarray(K_33, dtype=np.float64)
-        self.cam_intr = torch.from_numpy(
-            resize_intrinsics(K_33, self.color_hw, (height, width))).to(torch.float32)
-        self.missing_depth = [f.color for f in self.frames
-                              if f.depth is None or not f.depth.is_file()]
-        with_depth = [f for f in self.frames if f.depth is not None and f.depth.is_file()]
-        self.depth_hw = image_size(with_depth[0].depth, "depth map") if with_depth else None
-        self.skipped_nonfinite = 0
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitem__(self, index: int) -> dict:
-        frame = self.frames[index]
-        rgb = read_color(frame.color, (self.height, self.width), expect_hw=self.color_hw)
-        dmap = dmask = None
-        if frame.depth is not None and frame.depth.is_file():
-            depth = read_depth(frame.depth, None, cv2.INTER_NEAREST, expect_hw=self.depth_hw)
-            # read_depth assumes millimetres; rescale for other units (TUM: 5000 per metre).
-            depth = depth * np.float32(1000.0 / self.depth_scale)
-            depth, mask = mask_depth_range(depth, self.depth_min, self.depth_max)
-            dmap, dmask = torch.from_numpy(depth)[None], torch.from_numpy(mask)[None]
-        return frame_item(rgb, dmap, dmask, self.poses[index], self.cam_intr, frame.color, index)
-
-
-# -------------------------------------------------------------------- folder format
 def list_images(folder: Path) -> list[Path]:
     """The colour images of ``folder`` in natural name order."""
     if not folder.is_dir():

@@ -25,7 +25,8 @@ from torch.utils.data import Dataset
 from datasets.intrinsics import OFFICIAL_HW, OFFICIAL_K_33, check_principal_point, resize_intrinsics
 from datasets.io import (DataError, NonFinitePoseError, image_size, listed_dirs, mask_depth_range,
                          read_color, read_depth, read_intrinsics, read_pose)
-from datasets.sequence import FrameFiles, FrameSequence, index_files, pair_frame_files
+from datasets.sequence import (FrameFiles, PosedSequence, index_files, pair_frame_files,
+                               read_scan_frames)
 from datasets.windows import train_windows
 from utils.io import save_json
 
@@ -66,8 +67,8 @@ def scannet_intrinsics(scene_dir: Path, mode: str):
     raise ValueError(f"intrinsics must be one of {INTRINSICS_MODES}, got {mode!r}")
 
 
-class ScanNetSequence(FrameSequence):
-    """Evaluation frames of one ScanNet scene; see :class:`datasets.sequence.FrameSequence`.
+class ScanNetSequence(PosedSequence):
+    """Evaluation frames of one ScanNet scene; see :class:`datasets.sequence.PosedSequence`.
 
     Defaults follow the official evaluation loader (``SevenScenesSeq``): every 10th
     frame, ground truth valid in 0.01..5 m at its native resolution.
@@ -78,9 +79,10 @@ class ScanNetSequence(FrameSequence):
                  intrinsics: str = "official", depth_size: Optional[Sequence[int]] = None):
         scene_dir = Path(scene_dir)
         K_33, K_hw, source = scannet_intrinsics(scene_dir, intrinsics)
-        super().__init__(list_scannet_frames(scene_dir), K_33, K_hw, height, width,
-                         frame_interval, depth_min, depth_max, depth_size,
-                         name=str(scene_dir), K_source=source)
+        frames, skipped = read_scan_frames(list_scannet_frames(scene_dir), frame_interval, str(scene_dir))
+        super().__init__(frames, K_33, height, width, K_hw=K_hw, depth_min=depth_min,
+                         depth_max=depth_max, depth_size=depth_size, name=str(scene_dir),
+                         K_source=source, skipped_nonfinite=len(skipped))
 
 
 def build_scene_index(scene_dir: Path, frame_interval: int, height: int, width: int,

@@ -1,8 +1,9 @@
-"""Evaluation-side frame sequences, shared by the ScanNet and 7-Scenes layouts.
+"""The one posed frame sequence: ScanNet and 7-Scenes scans and your own captures.
 
-A layout only says how its frame files are named and which intrinsics apply; this
-module does everything else: listing, subsampling every ``frame_interval`` frames,
-skipping (and counting) frames whose pose is non-finite, and reading one frame.
+A layout or capture reader only says which files make its frames and which intrinsics
+apply; this module does everything else: listing and pairing scan files, subsampling every
+``frame_interval`` frames, skipping (and counting) frames whose pose is non-finite, and
+reading one frame (:class:`PosedSequence`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FrameFiles:
-    """The files of one frame. ``depth`` may not exist (see :class:`FrameSequence`)."""
+    """The files of one scan frame. ``depth`` may not exist (see :class:`PosedSequence`)."""
 
     frame_id: int
     color: Path
@@ -77,8 +78,8 @@ def pair_frame_files(color_by_id: dict[int, Path], pose_by_id: dict[int, Path],
 
 def frame_item(rgb_hw3, dmap_1hw, dmask_1hw, world_T_cam_44, cam_intr_33, img_path,
                frame_id) -> dict:
-    """One evaluation frame in the layout every sequence reader returns (``dmap``/``dmask``
-    None where the frame has no depth)."""
+    """One frame in the layout every sequence returns (``dmap``/``dmask`` None where the
+    frame has no depth)."""
     return {
         "img": torch.from_numpy(rgb_hw3).permute(2, 0, 1).to(torch.float32),
         "dmap": dmap_1hw,
@@ -90,17 +91,49 @@ def frame_item(rgb_hw3, dmap_1hw, dmask_1hw, world_T_cam_44, cam_intr_33, img_pa
     }
 
 
-class FrameSequence(Dataset):
-    """Frames of one scan, every ``frame_interval``-th in frame-id order, for evaluation.
+@dataclass(frozen=True)
+class PosedFrame:
+    """One frame: colour file, camera-to-world pose, optional depth file, and its id
+    (``None``: its position in the sequence)."""
 
-    As in the official ``prepare_seqs`` (``data/general_eval_seq.py``), the frames at
-    list positions ``0, interval, 2 * interval, ...`` are taken and those whose pose is
-    non-finite are dropped; unlike it, the drop is counted in ``skipped_nonfinite`` and
-    logged with the file names. A missing colour image or pose file is an error.
+    color: Path
+    world_T_cam_44: np.ndarray
+    depth: Optional[Path] = None
+    frame_id: Optional[int] = None
 
-    A missing ground-truth depth map is not: the item then has ``dmap`` and ``dmask`` set
-    to ``None`` (the metrics skip and count such frames); the paths are listed in
-    ``missing_depth``.
+
+def read_scan_frames(frames: Sequence[FrameFiles], frame_interval: int,
+                     name: str) -> tuple[list[PosedFrame], list[Path]]:
+    """Every ``frame_interval``-th frame of a scan with its pose read; frames whose pose is
+    non-finite are dropped and returned apart (logged with the file names).
+
+    As in the official ``prepare_seqs`` (``data/general_eval_seq.py``), the frames at list
+    positions ``0, interval, 2 * interval, ...`` are taken; unlike it, the drop is counted.
+    """
+    if frame_interval < 1:
+        raise ValueError(f"frame_interval must be >= 1, got {frame_interval}")
+    posed, skipped = [], []
+    for frame in frames[::frame_interval]:
+        try:
+            posed.append(PosedFrame(frame.color, read_pose(frame.pose), frame.depth,
+                                    frame.frame_id))
+        except NonFinitePoseError:
+            skipped.append(frame.pose)
+    if skipped:
+        logger.warning("%s: skipped %d frame(s) with a non-finite pose: %s", name,
+                       len(skipped), ", ".join(str(p) for p in skipped))
+    if not posed:
+        raise DataError(f"{name}: no frame with a finite pose")
+    return posed, skipped
+
+
+class PosedSequence(Dataset):
+    """The frames of a scan or a capture, as the evaluation, ``predict.py`` and the demo
+    read them.
+
+    A missing ground-truth depth map is not an error: the item then has ``dmap`` and
+    ``dmask`` set to ``None`` (the metrics skip and count such frames); the frames are
+    listed in ``missing_depth``. Every frame must share the first frame's native sizes.
 
     Items are dicts:
         ``img`` float32 [3, H, W] RGB 0..255 resized to ``height`` x ``width`` (bilinear);
@@ -111,52 +144,38 @@ class FrameSequence(Dataset):
         resized image; ``img_path`` str; ``frame_id`` int.
     """
 
-    def __init__(self, frames: Sequence[FrameFiles], K_33: np.ndarray,
-                 K_hw: Optional[Sequence[int]], height: int, width: int, frame_interval: int,
-                 depth_min: float, depth_max: float,
+    def __init__(self, frames: Sequence[PosedFrame], K_33: np.ndarray, height: int, width: int,
+                 *, K_hw: Optional[Sequence[int]] = None, depth_scale: float = 1000.0,
+                 depth_min: float = 0.01, depth_max: float = 10.0,
                  depth_size: Optional[Sequence[int]] = None, name: str = "",
-                 K_source: str = ""):
+                 K_source: str = "", skipped_nonfinite: int = 0):
         """
         Args:
-            frames: every frame of the scan, sorted by id.
-            K_33: intrinsics of images of size ``K_hw`` (``(height, width)``); ``K_hw=None``
-                means "of the colour images' native size" (a file shipped with the data,
-                named by ``K_source`` in errors).
-            name: the scan, for log lines and errors.
+            frames: the selected frames, in order.
+            K_33: intrinsics of images of size ``K_hw`` (``(height, width)``); ``None``: of
+                the colour images' native size (checked against it; ``K_source`` names
+                where K came from in errors).
+            depth_scale: depth-PNG units per metre (1000 for millimetres, 5000 for TUM).
+            name: the scan or capture, for log lines and errors.
+            skipped_nonfinite: frames the reader dropped for a non-finite pose (reported).
         """
-        if frame_interval < 1:
-            raise ValueError(f"frame_interval must be >= 1, got {frame_interval}")
-        self.name = name
+        if not frames:
+            raise DataError(f"{name}: no frames")
+        self.name, self.frames = name, list(frames)
+        self.poses = [frame.world_T_cam_44 for frame in self.frames]
         self.height, self.width = height, width
+        self.depth_scale = float(depth_scale)
         self.depth_min, self.depth_max = depth_min, depth_max
         self.depth_size = tuple(depth_size) if depth_size is not None else None
-
-        self.frames: list[FrameFiles] = []
-        self.poses: list[np.ndarray] = []
-        skipped = []
-        for frame in frames[::frame_interval]:
-            try:
-                self.poses.append(read_pose(frame.pose))
-                self.frames.append(frame)
-            except NonFinitePoseError:
-                skipped.append(frame.pose)
-        self.skipped_nonfinite = len(skipped)
-        if skipped:
-            logger.warning("%s: skipped %d frame(s) with a non-finite pose: %s", name,
-                           len(skipped), ", ".join(str(p) for p in skipped))
-        if not self.frames:
-            raise DataError(f"{name}: no frame with a finite pose")
-
-        self.missing_depth = [f.depth for f in self.frames if not f.depth.is_file()]
+        self.skipped_nonfinite = skipped_nonfinite
+        self.missing_depth = [f.depth or f.color for f in self.frames
+                              if f.depth is None or not f.depth.is_file()]
         if self.missing_depth:
             logger.warning("%s: %d frame(s) have no ground-truth depth: %s", name,
                            len(self.missing_depth), ", ".join(str(p) for p in self.missing_depth))
-        # Every frame of a scan must share the first frame's native sizes; a stray
-        # resolution would silently break intrinsics or metric batching.
         self.color_hw = image_size(self.frames[0].color, "colour image")
-        with_depth = [f for f in self.frames if f.depth.is_file()]
+        with_depth = [f for f in self.frames if f.depth is not None and f.depth.is_file()]
         self.depth_hw = image_size(with_depth[0].depth, "depth map") if with_depth else None
-
         if K_hw is None:
             check_principal_point(K_33, self.color_hw, K_source or name)
             K_hw = self.color_hw
@@ -170,13 +189,16 @@ class FrameSequence(Dataset):
         frame = self.frames[index]
         rgb = read_color(frame.color, (self.height, self.width), expect_hw=self.color_hw)
         dmap = dmask = None
-        if frame.depth.is_file():
+        if frame.depth is not None and frame.depth.is_file():
             depth = read_depth(frame.depth, self.depth_size, cv2.INTER_NEAREST,
                                expect_hw=self.depth_hw)
+            if self.depth_scale != 1000.0:  # read_depth reads millimetres
+                depth = depth * np.float32(1000.0 / self.depth_scale)
             depth, mask = mask_depth_range(depth, self.depth_min, self.depth_max)
             dmap, dmask = torch.from_numpy(depth)[None], torch.from_numpy(mask)[None]
+        frame_id = index if frame.frame_id is None else frame.frame_id
         return frame_item(rgb, dmap, dmask, self.poses[index], self.cam_intr, frame.color,
-                          frame.frame_id)
+                          frame_id)
 
 
 def stack_frames(items: Sequence[dict]) -> dict:

@@ -19,7 +19,8 @@ from typing import Optional, Sequence
 
 from datasets.intrinsics import OFFICIAL_HW, OFFICIAL_K_33, SEVEN_SCENES_HW, SEVEN_SCENES_K_33
 from datasets.io import DataError, listed_dirs, read_intrinsics
-from datasets.sequence import FrameFiles, FrameSequence, index_files, pair_frame_files
+from datasets.sequence import (FrameFiles, PosedSequence, index_files, pair_frame_files,
+                               read_scan_frames)
 
 INTRINSICS_MODES = ("official", "dataset")
 INTRINSICS_FILENAME = "camera-intrinsics.txt"
@@ -81,8 +82,8 @@ def seven_scenes_intrinsics(seq_dir: Path, mode: str):
     raise ValueError(f"intrinsics must be one of {INTRINSICS_MODES}, got {mode!r}")
 
 
-class SevenScenesSequence(FrameSequence):
-    """Evaluation frames of one 7-Scenes sequence; see :class:`datasets.sequence.FrameSequence`.
+class SevenScenesSequence(PosedSequence):
+    """Evaluation frames of one 7-Scenes sequence; see :class:`datasets.sequence.PosedSequence`.
 
     Defaults follow the official evaluation loader (``SevenScenesSeq``): every 10th frame,
     ground truth valid in 0.01..5 m at native resolution, the official intrinsics.
@@ -93,6 +94,7 @@ class SevenScenesSequence(FrameSequence):
                  intrinsics: str = "official", depth_size: Optional[Sequence[int]] = None):
         seq_dir = Path(seq_dir)
         K_33, K_hw, source = seven_scenes_intrinsics(seq_dir, intrinsics)
-        super().__init__(list_seven_scenes_frames(seq_dir), K_33, K_hw, height, width,
-                         frame_interval, depth_min, depth_max, depth_size,
-                         name=str(seq_dir), K_source=source)
+        frames, skipped = read_scan_frames(list_seven_scenes_frames(seq_dir), frame_interval, str(seq_dir))
+        super().__init__(frames, K_33, height, width, K_hw=K_hw, depth_min=depth_min,
+                         depth_max=depth_max, depth_size=depth_size, name=str(seq_dir),
+                         K_source=source, skipped_nonfinite=len(skipped))

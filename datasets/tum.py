@@ -29,7 +29,7 @@ import numpy as np
 from datasets.colmap import qvec_to_rotation
 from datasets.intrinsics import resize_intrinsics
 from datasets.io import DataError, check_rigid_pose, image_size
-from datasets.posed import PosedFrame
+from datasets.sequence import PosedFrame
 
 logger = logging.getLogger(__name__)
 

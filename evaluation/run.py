@@ -28,8 +28,6 @@ under another configuration is an error unless ``--overwrite True``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -41,9 +39,9 @@ from datasets.prefetch import prefetched
 from evaluation import run_metrics as metrics_mod
 from evaluation.inference_loop import infer_windows
 from evaluation.protocols import Protocol, estm_protocol, joint_protocol
-from evaluation.run_files import (FORMAT_VERSION, MARKER, MARKER_FORMAT, OUTPUT_KINDS, RUN_FILE,
+from evaluation.run_files import (FORMAT_VERSION, MARKER_FORMAT, OUTPUT_KINDS, RUN_FILE,
                                   RUN_FORMAT, clear_attempt, frame_stem, read_marker, save_target,
-                                  scene_is_done)
+                                  scene_is_done, write_marker)
 from evaluation.scenes import (EVAL_DATASETS, effective_intrinsics, list_scenes, open_sequence,
                                scene_dirs)
 from models import precision
@@ -54,7 +52,7 @@ from models.memory import MemoryBuffer
 from utils.checkpoint import read_checkpoint
 from utils.config import group_of, load_config, log_ignored, set_group
 from utils.distributed import resolve_device
-from utils.io import folder_lock, remove_stale_temps, save_json
+from utils.io import config_hash, file_sha256, folder_lock, remove_stale_temps, save_json
 from utils.logs import setup_logging
 from utils.options import EvalOptions, ModelOptions
 
@@ -98,14 +96,6 @@ def enabled_kinds(opts: EvalOptions) -> list[str]:
 
 
 # ---------------------------------------------------------------------- run config
-def file_sha256(path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def run_identity(args, protocol: Protocol) -> tuple[str, dict]:
     """``(hash, hashed)``: everything that changes a scene's output files.
 
@@ -132,8 +122,7 @@ def run_identity(args, protocol: Protocol) -> tuple[str, dict]:
         "save_dtype": args.save_dtype,
         **({"amp": args.amp} if args.amp != "none" else {}),
     }
-    text = json.dumps(hashed, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16], hashed
+    return config_hash(hashed), hashed
 
 
 def check_args(args: EvalOptions) -> None:
@@ -222,12 +211,8 @@ def evaluate_scene(model, args, protocol: Protocol, name: str, seq, windows: lis
         "skipped_nonfinite": seq.skipped_nonfinite,
         "missing_depth": len(seq.missing_depth),
         "windows": len(windows),
-        "files": files,
-        # sizes as written: a later truncation (full disk, copy) is seen before use
-        "sizes": {rel: (scene_dir / rel).stat().st_size for rel in files},
     }
-    save_json(marker, str(scene_dir / MARKER))
-    return marker
+    return write_marker(scene_dir, marker, files)
 
 
 def run_evaluation(args, protocol: Protocol) -> dict:

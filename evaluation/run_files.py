@@ -12,7 +12,7 @@ from typing import Optional
 
 import cv2
 
-from utils.io import save_image, save_npy
+from utils.io import save_image, save_json, save_npy
 from utils.visualization import colorize_depth, colorize_prob
 
 log = logging.getLogger("eval")
@@ -60,39 +60,57 @@ def save_target(scene_dir: Path, stem: str, outputs: dict, t: int, kinds: list, 
     return written
 
 
-def read_marker(scene_dir: Path) -> Optional[dict]:
+def read_marker(folder: Path, name: str = MARKER, fmt: str = MARKER_FORMAT) -> Optional[dict]:
+    """The completion marker ``folder/name`` of format ``fmt``, or None."""
     try:
-        marker = json.loads((scene_dir / MARKER).read_text())
+        marker = json.loads((folder / name).read_text())
     except (OSError, ValueError):
         return None
-    return marker if isinstance(marker, dict) and marker.get("format") == MARKER_FORMAT else None
+    return marker if isinstance(marker, dict) and marker.get("format") == fmt else None
 
 
-def scene_is_done(scene_dir: Path, config_hash: str, overwrite: bool) -> bool:
-    """Whether ``scene_dir`` holds a complete result of this configuration.
+def write_marker(folder: Path, marker: dict, files: list, name: str = MARKER) -> dict:
+    """Mark ``folder`` finished: ``marker`` with the ``files`` written and their sizes (a
+    later truncation by a full disk or a copy is seen before use), written atomically last."""
+    marker = {**marker, "files": list(files),
+              "sizes": {rel: (folder / rel).stat().st_size for rel in files}}
+    save_json(marker, str(folder / name))
+    return marker
+
+
+def finished_marker(folder: Path, config_hash: str, overwrite: bool, name: str = MARKER,
+                    fmt: str = MARKER_FORMAT, other_output: str = "--evalpath") -> Optional[dict]:
+    """The marker of a complete result of this configuration in ``folder``, else None (no
+    marker, a damaged file, or another configuration with ``overwrite``).
 
     Raises:
-        RuntimeError: it holds a complete result of another configuration (and not
-            ``overwrite``): mixing two configurations in one run folder is refused.
+        RuntimeError: ``folder`` holds a complete result of another configuration (and not
+            ``overwrite``): mixing two configurations in one output folder is refused.
     """
-    marker = read_marker(scene_dir)
+    marker = read_marker(folder, name, fmt)
     if marker is None:
-        return False
+        return None
     if marker.get("config_hash") != config_hash:
         if overwrite:
             log.warning("%s: done under configuration %s, recomputing (--overwrite)",
-                        scene_dir, marker.get("config_hash"))
-            return False
+                        folder, marker.get("config_hash"))
+            return None
         raise RuntimeError(
-            f"{scene_dir} was evaluated with another configuration (hash "
-            f"{marker.get('config_hash')}, this run {config_hash}; see run.json and the "
-            f"marker's 'config'). Use another --evalpath, or --overwrite True to replace it.")
-    damaged = damaged_files(scene_dir, marker)
+            f"{folder} holds results of another configuration (hash "
+            f"{marker.get('config_hash')}, this run {config_hash}). Use another "
+            f"{other_output}, or --overwrite True to replace them.")
+    damaged = damaged_files(folder, marker)
     if damaged:
         log.warning("%s: marked done but %d file(s) are missing or of another size than "
-                    "written (e.g. %s); recomputing", scene_dir, len(damaged), damaged[0])
-        return False
-    return True
+                    "written (e.g. %s); recomputing", folder, len(damaged), damaged[0])
+        return None
+    return marker
+
+
+def scene_is_done(scene_dir: Path, config_hash: str, overwrite: bool) -> bool:
+    """Whether ``scene_dir`` holds a complete result of this configuration (see
+    :func:`finished_marker`)."""
+    return finished_marker(scene_dir, config_hash, overwrite) is not None
 
 
 def damaged_files(scene_dir: Path, marker: dict) -> list[str]:

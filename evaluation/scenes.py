@@ -6,7 +6,7 @@ from pathlib import Path
 
 from datasets.io import listed_dirs
 from datasets.scannet import ScanNetSequence
-from datasets.sequence import FrameSequence
+from datasets.sequence import PosedSequence
 from datasets.seven_scenes import TEST_LIST as SEVEN_SCENES_TEST_LIST
 from datasets.seven_scenes import SevenScenesSequence, is_sequence_dir, list_sequences
 
@@ -83,7 +83,7 @@ def scene_dirs(run_dir: Path, scenes: list) -> dict:
 
 
 def open_sequence(eval_dataset: str, folder, height: int, width: int, frame_interval: int,
-                  intrinsics: str, depth_min: float, depth_max: float) -> FrameSequence:
+                  intrinsics: str, depth_min: float, depth_max: float) -> PosedSequence:
     """The evaluation frames of one scene; ground truth is valid in ``[depth_min, depth_max]``."""
     cls = SevenScenesSequence if eval_dataset == "7scenes" else ScanNetSequence
     return cls(folder, height=height, width=width, frame_interval=frame_interval,

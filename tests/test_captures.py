@@ -11,7 +11,8 @@ import torch
 from datasets.captures import detect_format, open_capture
 from datasets.colmap import MODEL_IDS, qvec_to_rotation
 from datasets.io import DataError
-from datasets.posed import PosedSequence, select_frames
+from datasets.posed import select_frames
+from datasets.sequence import PosedSequence
 from datasets.tum import FREIBURG_INTRINSICS
 
 HEIGHT, WIDTH = 150, 200  # native size of the written images (not 640x480)

@@ -10,6 +10,7 @@ import predict
 from datasets.seven_scenes import SevenScenesSequence
 from tests.helpers import load_ply
 from evaluation import fusion
+from utils.io import FolderLockedError, folder_lock
 
 TINY = ["--resnet", "18", "--ndepths", "4", "--height", "128", "--width", "128",
         "--depth_min", "0.5", "--depth_max", "6", "--device", "cpu", "--log_level", "WARNING"]
@@ -134,3 +135,39 @@ def test_predict_runs_the_evaluation_inference_copy():
 
     model = predict.make_model(load_config("predict", TINY), torch.device("cpu"))
     assert model.fast_layers and model.folded_batchnorms > 0 and not model.training
+
+
+def _tiny_capture_run(redkitchen, tmp_path):
+    capture = as_folder_capture(redkitchen, tmp_path / "capture", frames=range(150, 180))
+    out = tmp_path / "out"
+    argv = ["--input", str(capture), "--output", str(out), "--frame_interval", "10",
+            "--fuse", "False", "--save_images", "False"] + TINY
+    return capture, out, argv
+
+
+def test_a_moved_capture_reuses_its_finished_depths(redkitchen, tmp_path, monkeypatch):
+    capture, out, argv = _tiny_capture_run(redkitchen, tmp_path)
+    first = predict.main(argv)
+    moved = capture.rename(tmp_path / "moved")
+    monkeypatch.setattr(predict, "infer_windows", None)  # the model must not run again
+    again = predict.main([str(moved) if a == str(capture) else a for a in argv])
+    assert again["config_hash"] == first["config_hash"]
+    assert again["frames"] == first["frames"]
+
+
+def test_a_truncated_depth_map_is_recomputed(redkitchen, tmp_path):
+    _, out, argv = _tiny_capture_run(redkitchen, tmp_path)
+    first = predict.main(argv)
+    png = out / "depth" / f"{first['frames'][0]}.png"
+    intact = png.read_bytes()
+    png.write_bytes(intact[: len(intact) // 2])  # a full disk or an interrupted copy
+    predict.main(argv)
+    assert png.read_bytes() == intact
+
+
+def test_a_second_run_into_a_locked_output_is_refused(redkitchen, tmp_path):
+    _, out, argv = _tiny_capture_run(redkitchen, tmp_path)
+    with folder_lock(str(out), "the other run"):
+        with pytest.raises(FolderLockedError, match="the other run"):
+            predict.main(argv)
+    assert not (out / "depth").exists() and not (out / "summary.json").exists()

@@ -6,6 +6,7 @@ clears what a killed writer left. :func:`folder_lock` keeps two runs out of one 
 """
 
 import contextlib
+import hashlib
 import errno
 import json
 import os
@@ -183,3 +184,17 @@ def save_image(path: str, image_hwc_bgr: np.ndarray) -> None:
         raise ValueError(f"could not encode an image for {path}")
     with atomic_open(path, "wb") as f:
         f.write(buf.tobytes())
+
+
+def file_sha256(path, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file's content, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def config_hash(hashed: dict) -> str:
+    """A run's identity: 16 hex digits of the SHA-256 of ``hashed`` as sorted JSON."""
+    return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16]

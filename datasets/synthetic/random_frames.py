@@ -33,7 +33,7 @@ def camera_pose(i: int, camera: str = "generic") -> torch.Tensor:
 
 class RandomSequence:
     """A sequence of ``n`` frames, each made on demand (nothing kept per frame), in the
-    layout of :class:`datasets.sequence.FrameSequence` items: random images on a
+    layout of :class:`datasets.sequence.PosedSequence` items: random images on a
     :data:`CAMERAS` path."""
 
     def __init__(self, n: int, height: int, width: int, seed: int = 0,
