@@ -176,7 +176,8 @@ def evaluate_scene(model, args, protocol: Protocol, name: str, seq, windows: lis
     """Predict every target frame of one scene and write its files, the marker last."""
     clear_attempt(scene_dir)  # an interrupted attempt: none of its files may survive
     targets = [pair for window in windows for pair in protocol.targets(window)]
-    assert len({i for _, i in targets}) == len(targets), "a frame would be predicted twice"
+    if len({i for _, i in targets}) != len(targets):  # a protocol's windows must not overlap
+        raise RuntimeError(f"{name}: the {protocol.name} windows would predict a frame twice")
     log.info("%s: %d frames (frame interval %d), %d skipped for a non-finite pose, %d without "
              "ground truth; %d windows, %d target frames", name, len(seq), args.frame_interval,
              seq.skipped_nonfinite, len(seq.missing_depth), len(windows), len(targets))

@@ -102,14 +102,14 @@ def prepare_for_inference(model: nn.Module, fold_bn: bool = True, compile: bool 
     that compute the same numbers with less work
     (:meth:`models.depthnet.DepthNetHybrid.use_fast_layers`), optionally compiled.
 
-    Always a copy: ``model`` (its state_dict, its checkpoints) is left as it was, in eval
-    mode. ``compile`` wraps the copy's parts in ``torch.compile``
+    Always a copy: ``model`` (its mode, its state_dict, its checkpoints) is left as it was. ``compile`` wraps the copy's parts in ``torch.compile``
     (:meth:`models.depthnet.DepthNetHybrid.compile_parts`).
     ``cuda_graphs`` replays the per-frame features and the window decode from CUDA graphs
     (models/cuda_graphs.py; a CUDA model only).
     """
-    model = model.eval()
-    model = fold_batchnorm(model) if fold_bn else copy.deepcopy(model)
+    model = copy.deepcopy(model).eval()
+    if fold_bn:
+        model = fold_batchnorm(model)
     if hasattr(model, "use_fast_layers"):
         model.use_fast_layers()
     if compile:

@@ -109,14 +109,9 @@ def autocast(device_type: str, dtype: Optional[torch.dtype]):
 
 def active_dtype(device_type: str) -> Optional[torch.dtype]:
     """The autocast dtype in effect on ``device_type``, or None when autocast is off."""
-    try:
-        if not torch.is_autocast_enabled(device_type):
-            return None
-        return torch.get_autocast_dtype(device_type)
-    except (TypeError, AttributeError):  # torch < 2.4: per-device functions
-        if device_type == "cpu":
-            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
-        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
 
 
 def region_dtype(region: str, device_type: str) -> Optional[torch.dtype]:

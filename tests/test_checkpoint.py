@@ -138,3 +138,47 @@ def test_stray_checkpoint_names_do_not_block_resume(tmp_path):
     (tmp_path / "model_000000.ckpt").write_bytes(b"")
     (tmp_path / "my_export.ckpt").write_bytes(b"")
     assert ckpt_io.latest_checkpoint(str(tmp_path)).endswith("model_000000.ckpt")
+
+
+class _Payload:
+    """Unpickling this runs code: what a malicious checkpoint would hold."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_a_checkpoint_that_could_run_code_is_refused_with_how_to_load_it(model, tmp_path):
+    path = tmp_path / "evil.ckpt"
+    torch.save({"model": model.state_dict(), "extra": _Payload()}, path)
+    with pytest.raises(ckpt_io.CheckpointError, match=r"refused.*python -m utils.checkpoint"):
+        ckpt_io.read_checkpoint(str(path))
+
+
+def test_a_trusted_checkpoint_with_numpy_values_converts_to_a_safe_one(model, tmp_path):
+    import numpy as np
+
+    old = tmp_path / "old.ckpt"
+    rng = np.random.get_state()
+    torch.save({"model": model.state_dict(), "rng": {"numpy": rng}, "step": np.int64(7)}, old)
+    with pytest.raises(ckpt_io.CheckpointError, match="refused"):
+        ckpt_io.read_checkpoint(str(old))
+    ckpt_io.convert(str(old), str(tmp_path / "new.ckpt"))
+    new = ckpt_io.read_checkpoint(str(tmp_path / "new.ckpt"))
+    assert new["step"] == 7 and torch.equal(new["rng"]["numpy"][1],
+                                            torch.from_numpy(rng[1].astype(np.int64)))
+    for key, value in model.state_dict().items():
+        assert torch.equal(new["model"][key], value)
+
+
+def test_training_rng_state_round_trips_through_a_safe_checkpoint(tmp_path):
+    import random
+
+    import numpy as np
+
+    from training.components import rng_state, set_rng_state
+
+    state = rng_state()
+    torch.save({"model": {}, "rng": state}, tmp_path / "c.ckpt")
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    set_rng_state(ckpt_io.read_checkpoint(str(tmp_path / "c.ckpt"))["rng"])
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected

@@ -180,3 +180,11 @@ def test_window_decode_never_waits_for_the_device(model, sequence, monkeypatch):
             return decode(self, *args, **kwargs)
     monkeypatch.setattr(DepthNetHybrid, "decode", guarded)
     assert len(_run(model, sequence, estm_protocol(), cache_features=True)) == 3
+
+
+def test_the_inference_copy_leaves_the_callers_model_as_it_was():
+    model = DepthNetHybrid(ndepths=4, resnet=18).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    copy = prepare_for_inference(model, fold_bn=True)
+    assert model.training and not copy.training
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -3,8 +3,11 @@
 import glob
 import logging
 import os
+import pickle
 import re
+import sys
 
+import numpy as np
 import torch
 
 from utils.io import save_torch
@@ -18,12 +21,24 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 
-def read_checkpoint(path: str) -> dict:
-    """Load a checkpoint file on the CPU; a bare state dict is wrapped as ``{"model": ...}``."""
+def read_checkpoint(path: str, trusted: bool = False) -> dict:
+    """Load a checkpoint file on the CPU; a bare state dict is wrapped as ``{"model": ...}``.
+
+    Only tensors and plain data are read (``weights_only``: a downloaded file cannot run
+    code); ``trusted`` reads any pickle, for a file whose source you trust (see
+    :func:`convert`).
+    """
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=not trusted)
+    except pickle.UnpicklingError as err:
+        if trusted or "global" not in str(err).lower():  # else: corrupt, not refused
+            raise CheckpointError(f"checkpoint {path!r} cannot be read: {err}") from err
+        raise CheckpointError(
+            f"checkpoint {path!r} holds Python objects other than tensors and plain data, "
+            f"which could run code when loaded, so it is refused. If you trust its source, "
+            f"convert it once: python -m utils.checkpoint {path} CONVERTED.ckpt") from err
     except Exception as err:  # torch raises many types for corrupt/truncated files
         raise CheckpointError(f"checkpoint {path!r} cannot be read: {err}") from err
     if not isinstance(ckpt, dict):
@@ -124,3 +139,30 @@ def _listing(what: str, keys: list, limit: int = 20) -> str:
     shown = "\n".join("    " + k for k in keys[:limit])
     more = f"\n    ... and {len(keys) - limit} more" if len(keys) > limit else ""
     return f"  {len(keys)} {what} keys:\n{shown}{more}\n"
+
+
+def plain(value):
+    """``value`` with numpy arrays as tensors and numpy scalars as Python numbers."""
+    if isinstance(value, dict):
+        return type(value)((k, plain(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.astype(np.int64) if value.dtype == np.uint32 else value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def convert(src: str, dst: str) -> None:
+    """Rewrite a trusted checkpoint so that it loads with ``weights_only`` (numpy values
+    as tensors and numbers); the weights are unchanged."""
+    save_torch(plain(read_checkpoint(src, trusted=True)), dst)
+    read_checkpoint(dst)  # it now loads as any checkpoint
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m utils.checkpoint TRUSTED.ckpt CONVERTED.ckpt")
+    convert(sys.argv[1], sys.argv[2])
+    print(f"wrote {sys.argv[2]}")
