@@ -109,3 +109,19 @@ def test_temporary_files_of_a_killed_save_are_removed_at_the_next_start(trainer)
     mine.write_text("not ours")
     trainer_lib.Trainer(trainer.args, trainer.env)
     assert not stale.exists() and mine.exists()
+
+
+def test_a_resumed_run_keeps_every_logged_step_in_tensorboard(train_set, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    base = TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path), "--summary_freq", "1"]
+    train_hybrid.main(base + ["--max_iters", "2"])
+    train_hybrid.main(base + ["--max_iters", "3", "--resume", "True"])
+    events = EventAccumulator(str(tmp_path), purge_orphaned_data=True).Reload()
+    assert [s.step for s in events.Scalars("train/loss")] == [1, 2, 3]
+
+
+def test_the_progress_bar_ends_at_max_iters(train_set, tmp_path, capsys):
+    train_hybrid.main(TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path),
+                               "--max_iters", "2"])
+    assert re.search(r"epoch 0: 100%.*\b2/2\b", capsys.readouterr().err)

@@ -89,7 +89,10 @@ class Trainer:
             for path in remove_stale_temps(args.logdir):
                 log.info("removed %s, left by a killed checkpoint write", path)
             save_config(args, os.path.join(args.logdir, "config.yaml"))
-            self.writer = SummaryWriter(args.logdir, purge_step=self.step or None)
+            # A resumed run drops what a crashed run logged after its checkpoint, not the
+            # checkpoint's own step (logged before it was saved).
+            self.writer = SummaryWriter(args.logdir,
+                                        purge_step=self.step + 1 if self.step else None)
         log.info("%d training windows, %d iterations per epoch per process, world size %d",
                  len(self.dataset), self.iters_per_epoch, env.world_size)
 
@@ -207,7 +210,10 @@ class Trainer:
         args = self.args
         self.sampler.set_position(self.epoch, self.batches_done)
         clip = args.clip_before if self.epoch < args.clip_epoch else args.clip_after
-        bar = tqdm(total=self.iters_per_epoch, initial=self.batches_done,
+        total = self.iters_per_epoch
+        if args.max_iters:  # the bar ends where --max_iters stops this epoch
+            total = min(total, self.batches_done + max(0, args.max_iters - self.step))
+        bar = tqdm(total=total, initial=self.batches_done,
                    desc=f"epoch {self.epoch}", disable=not self.env.is_main, dynamic_ncols=True)
         tic = time.time()
         for batch in self.loader:
