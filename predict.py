@@ -36,11 +36,12 @@ from evaluation import fusion
 from evaluation import metrics as metrics_mod
 from evaluation.inference_loop import infer_windows
 from evaluation.protocols import estm_protocol, joint_protocol
-from evaluation.run import build_model
+from evaluation.run import apply_checkpoint_options, build_model
 from evaluation.run_files import COLOR_MAX_DEPTH, finished_marker, frame_stem, write_marker
 from models.depthnet import DepthNetHybrid
 from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
+from utils.checkpoint import read_checkpoint
 from utils.config import load_config
 from utils.distributed import resolve_device
 from utils.io import atomic_open, config_hash, file_sha256, folder_lock, save_image, save_json
@@ -55,10 +56,12 @@ SUMMARY = "summary.json"
 FORMAT = "estdepth/predict"
 VERSION = 1
 MESH_POINTS = 100_000
-RANDOM_WEIGHTS_WARNING = (
-    "no --loadckpt: the model has RANDOM weights and its depths are meaningless. Pass a "
-    "checkpoint: the released model_000006.ckpt (ResNet-50, 64 planes, 0.1-10 m; README "
-    "'The released checkpoint') or one trained with train_hybrid.py.")
+CHECKPOINT_HELP = (
+    "The released model_000006.ckpt (ResNet-50, 64 planes, 0.1-10 m) was published with the "
+    "official code, https://github.com/xxlong0/ESTDepth (README 'The released checkpoint'); "
+    "or train your own with train_hybrid.py (python demo.py trains a small one).")
+RANDOM_WEIGHTS_WARNING = ("no --loadckpt: the model has RANDOM weights and its depths are "
+                          "meaningless. " + CHECKPOINT_HELP)
 
 
 def make_protocol(opts: PredictOptions):
@@ -69,12 +72,23 @@ def make_protocol(opts: PredictOptions):
     raise ValueError(f"--mode must be estm or joint, got {opts.mode!r}")
 
 
-def make_model(args, device: torch.device) -> DepthNetHybrid:
+def read_model_checkpoint(args) -> dict | None:
+    """``--loadckpt`` read, its model options and input size taken (unless given)."""
+    if not args.loadckpt:
+        return None
+    if not Path(args.loadckpt).is_file():
+        raise FileNotFoundError(f"--loadckpt {args.loadckpt}: no such file. {CHECKPOINT_HELP}")
+    ckpt = read_checkpoint(args.loadckpt)
+    apply_checkpoint_options(args, ckpt)
+    return ckpt
+
+
+def make_model(args, device: torch.device, ckpt: dict | None) -> DepthNetHybrid:
     """The checkpoint's model, or a randomly initialised one (with a loud warning), as the
     evaluation runs it: an inference copy (batch norm folded, the fast layers; the same
     numbers up to float rounding, see models/inference.py)."""
     if args.loadckpt:
-        model = build_model(args, device)
+        model = build_model(args, device, ckpt)
     else:
         torch.manual_seed(args.seed)
         model = DepthNetHybrid.from_options(args.model).to(device)
@@ -122,7 +136,7 @@ def save_depth_png(depth_hw: np.ndarray, path: Path) -> None:
         f.write(buf.tobytes())
 
 
-def predict_depths(args, seq, out: Path, config_hash: str, device) -> dict:
+def predict_depths(args, seq, out: Path, config_hash: str, device, ckpt: dict | None) -> dict:
     """Run the model over the sequence and write a depth PNG (+ preview) per target frame."""
     for folder in ("depth", "preview"):  # an interrupted attempt: start clean
         shutil.rmtree(out / folder, ignore_errors=True)
@@ -136,7 +150,7 @@ def predict_depths(args, seq, out: Path, config_hash: str, device) -> dict:
         raise ValueError(f"{seq.name}: two selected frames share the file name "
                          f"{next(s for s in stems if stems.count(s) > 1)!r}; outputs are "
                          f"named by it")
-    model = make_model(args, device)
+    model = make_model(args, device, ckpt)
     memory = MemoryBuffer(protocol.memory_size) if model.IF_EST_transformer else None
     targets = sum(len(protocol.targets(w)) for w in windows)
     frames, files = [], []
@@ -223,6 +237,7 @@ def main(argv=None) -> dict:
         raise ValueError("--input is required (the capture folder)")
     device = resolve_device(args.device)
     out = Path(args.output)
+    ckpt = read_model_checkpoint(args)  # its options (model, input size) before the identity
     seq = open_capture(args.input, args.format, args.height, args.width, args.frame_interval,
                        args.min_baseline, args.min_rotation, args.intrinsics,
                        args.min_depth_eval, args.max_depth_eval, args.tum_max_dt)
@@ -234,18 +249,19 @@ def main(argv=None) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     with folder_lock(str(out), "predict.py"):
-        summary = predict_locked(args, seq, out, config_hash, hashed, device)
+        summary = predict_locked(args, seq, out, config_hash, hashed, device, ckpt)
     log.info("wrote %s", out / SUMMARY)
     return summary
 
 
-def predict_locked(args, seq, out: Path, config_hash: str, hashed: dict, device) -> dict:
+def predict_locked(args, seq, out: Path, config_hash: str, hashed: dict, device,
+                   ckpt: dict | None) -> dict:
     """Depths (reused when finished for this configuration), metrics, mesh and summary, with
     ``out`` locked against a second run."""
     marker = finished_marker(out, config_hash, args.overwrite, name=DEPTH_DONE,
                              fmt=DEPTH_FORMAT, other_output="--output")
     if marker is None:
-        marker = predict_depths(args, seq, out, config_hash, device)
+        marker = predict_depths(args, seq, out, config_hash, device, ckpt)
     else:
         log.info("depths already predicted in %s (%d frames), reused", out,
                  len(marker["frames"]))

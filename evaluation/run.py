@@ -69,8 +69,27 @@ def apply_checkpoint_options(args, ckpt: dict) -> None:
     Raises:
         ValueError: an explicitly given option conflicts with the checkpoint.
     """
-    set_group(args, checkpoint_options(group_of(args, ModelOptions), ckpt,
-                                       getattr(args, "given", set()), args.loadckpt))
+    given = getattr(args, "given", set())
+    set_group(args, checkpoint_options(group_of(args, ModelOptions), ckpt, given,
+                                       args.loadckpt))
+    apply_trained_size(args, ckpt, given)
+
+
+def apply_trained_size(args, ckpt: dict, given) -> None:
+    """Run at the input size the checkpoint was trained at, unless ``--height``/``--width``
+    were given (then a warning says the sizes differ). Official checkpoints record none:
+    the defaults (the paper's 256x320) stay."""
+    trained = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    for key in ("height", "width"):
+        if key not in trained or int(trained[key]) == getattr(args, key):
+            continue
+        if key in given:
+            log.warning("--%s %d differs from the %d the checkpoint %s was trained at",
+                        key, getattr(args, key), int(trained[key]), args.loadckpt)
+        else:
+            log.info("--%s %d from the checkpoint (default %d)", key, int(trained[key]),
+                     getattr(args, key))
+            setattr(args, key, int(trained[key]))
 
 
 def build_model(args, device: torch.device, ckpt: Optional[dict] = None) -> DepthNetHybrid:

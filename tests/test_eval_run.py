@@ -10,8 +10,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from pathlib import Path
 
 import pytest
+import torch
 
 import eval_hybrid_seq
 from datasets.io import DataError, listed_dirs
@@ -131,3 +133,31 @@ def test_bad_options_are_refused_before_any_work(seven_set, ckpt, tmp_path, monk
     for bad in (["--height", "100"], ["--resnet", "20"], ["--lr", "0"]):
         with pytest.raises(ConfigError, match=bad[0]):
             load_config("train", bad)
+
+
+def _sized_checkpoint(tmp_path, height: int, width: int) -> str:
+    from models.depthnet import DepthNetHybrid
+    from utils.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path / "sized.ckpt"
+    save_checkpoint(str(path), DepthNetHybrid(ndepths=4, resnet=18), config={
+        "resnet": 18, "ndepths": 4, "depth_min": 0.1, "depth_max": 10.0,
+        "IF_EST_transformer": True, "height": height, "width": width})
+    return str(path)
+
+
+def test_evaluation_runs_at_the_size_the_checkpoint_was_trained_at(seven_set, tmp_path, capfd):
+    ckpt = _sized_checkpoint(tmp_path, 128, 160)
+    argv = ["--device", "cpu", "--eval_dataset", "7scenes", "--datapath", str(seven_set),
+            "--testlist", str(seven_set / "list.txt"), "--intrinsics", "dataset",
+            "--frame_interval", "1", "--loadckpt", ckpt, "--save_images", "False",
+            "--metrics", "False"]
+    run = eval_hybrid_seq.main(argv + ["--evalpath", str(tmp_path / "a")])
+    hashed = json.loads((Path(run["run_dir"]) / "run.json").read_text())["hashed"]
+    assert (hashed["height"], hashed["width"], hashed["ndepths"]) == (128, 160, 4)
+    capfd.readouterr()
+    run = eval_hybrid_seq.main(argv + ["--evalpath", str(tmp_path / "b"), "--width", "128"])
+    hashed = json.loads((Path(run["run_dir"]) / "run.json").read_text())["hashed"]
+    assert hashed["width"] == 128  # a size given on purpose is kept, with a warning
+    assert "differs from the 160" in capfd.readouterr().err

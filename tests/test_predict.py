@@ -171,3 +171,29 @@ def test_a_second_run_into_a_locked_output_is_refused(redkitchen, tmp_path):
         with pytest.raises(FolderLockedError, match="the other run"):
             predict.main(argv)
     assert not (out / "depth").exists() and not (out / "summary.json").exists()
+
+
+def test_predict_runs_and_records_the_checkpoints_options(redkitchen, tmp_path):
+    from models.depthnet import DepthNetHybrid
+    from utils.checkpoint import save_checkpoint
+
+    ckpt = tmp_path / "own.ckpt"
+    save_checkpoint(str(ckpt), DepthNetHybrid(ndepths=4, depth_min=0.5, depth_max=6.0,
+                                              resnet=18), config={
+        "resnet": 18, "ndepths": 4, "depth_min": 0.5, "depth_max": 6.0,
+        "IF_EST_transformer": True, "height": 128, "width": 128})
+    capture = as_folder_capture(redkitchen, tmp_path / "capture", frames=range(150, 180))
+    summary = predict.main(["--input", str(capture), "--output", str(tmp_path / "out"),
+                            "--loadckpt", str(ckpt), "--frame_interval", "10", "--fuse",
+                            "False", "--device", "cpu", "--log_level", "WARNING"])
+    hashed = summary["hashed"]
+    assert (hashed["resnet"], hashed["ndepths"], hashed["depth_min"], hashed["height"],
+            hashed["width"]) == (18, 4, 0.5, 128, 128)
+    depth = cv2.imread(str(tmp_path / "out" / "depth" / "000160.png"), cv2.IMREAD_UNCHANGED)
+    assert depth.shape == (128, 128)
+
+
+def test_a_missing_checkpoint_says_where_the_released_one_is(tmp_path):
+    with pytest.raises(FileNotFoundError, match="github.com/xxlong0/ESTDepth.*train_hybrid"):
+        predict.main(["--input", str(tmp_path), "--output", str(tmp_path / "o"),
+                      "--loadckpt", str(tmp_path / "model_000006.ckpt")] + TINY)
