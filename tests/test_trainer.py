@@ -125,3 +125,14 @@ def test_the_progress_bar_ends_at_max_iters(train_set, tmp_path, capsys):
     train_hybrid.main(TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path),
                                "--max_iters", "2"])
     assert re.search(r"epoch 0: 100%.*\b2/2\b", capsys.readouterr().err)
+
+
+def test_keep_checkpoints_leaves_the_newest_and_other_files(train_set, tmp_path):
+    (tmp_path / "model_best.ckpt").write_bytes(b"a user's file")
+    base = TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path), "--save_iters", "1",
+                    "--keep_checkpoints", "1"]
+    first = train_hybrid.main(base + ["--max_iters", "2"])
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == [
+        "model_best.ckpt", Path(first["last_checkpoint"]).name]
+    again = train_hybrid.main(base + ["--max_iters", "3", "--resume", "True"])
+    assert again["global_step"] == 3 and len(list(tmp_path.glob("*.ckpt"))) == 2

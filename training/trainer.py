@@ -3,6 +3,7 @@
 
 import contextlib
 import json
+import glob
 import logging
 import os
 import signal
@@ -344,6 +345,17 @@ class Trainer:
                                 config=vars(self.args))
         self.last_checkpoint = path
         log.info("saved %s", path)
+        if self.args.keep_checkpoints:
+            self._remove_older_checkpoints(self.args.keep_checkpoints)
+
+    def _remove_older_checkpoints(self, keep: int) -> None:
+        """Delete all but the newest ``keep`` checkpoints of the names training writes (a
+        resume needs only the newest; other files in --logdir are never touched)."""
+        ours = [p for p in glob.glob(os.path.join(self.args.logdir, "*.ckpt"))
+                if ckpt_io.checkpoint_position(p) is not None]
+        for old in sorted(ours, key=ckpt_io.checkpoint_position)[:-keep]:
+            os.remove(old)
+            log.debug("removed %s (--keep_checkpoints %d)", old, keep)
 
     def _check_finite_state(self, path: str) -> None:
         """Refuse to save non-finite weights or statistics (the loss can stay finite while

@@ -29,7 +29,7 @@ DEFAULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 # 0 cannot crash a run after an epoch of work).
 MIN_VALUES = {"frame_interval": 1, "num_workers": 0, "ndepths": 2, "epochs": 1,
               "batch_size": 1, "seq_len": MIN_WINDOW_FRAMES, "summary_freq": 1, "save_freq": 1,
-              "save_iters": 0, "max_iters": 0, "warmup_iters": 0, "clip_epoch": 0,
+              "save_iters": 0, "keep_checkpoints": 0, "max_iters": 0, "warmup_iters": 0, "clip_epoch": 0,
               "lwindow": MIN_WINDOW_FRAMES, "memory_size": 1, "steps": 0, "iters": 1}
 POSITIVE = ("lr", "depth_min", "depth_max", "clip_before", "clip_after", "min_depth_eval",
             "max_depth_eval")

@@ -107,6 +107,7 @@ class TrainOptions:
     summary_freq: int = opt(10, "tensorboard scalars every n steps (images every 10*n)")
     save_freq: int = opt(1, "checkpoint every n epochs")
     save_iters: int = opt(5000, "also checkpoint every n iterations (0: never)")
+    keep_checkpoints: int = opt(0, "keep only the newest n checkpoints this run wrote (0: all)")
     pin_m: bool = opt(False, "pin data-loader memory (always on with a CUDA device: "
                       "non-blocking copies)")
     using_apex: bool = opt(False, "official flag; apex is not used: its native equivalents "
