@@ -30,7 +30,7 @@ from datasets.scannet import ScanNetSequence
 from datasets.seven_scenes import SevenScenesSequence
 from datasets.synthetic.writer import generate
 from datasets.windows import joint_windows
-from evaluation import fusion
+from evaluation import baselines, fusion
 from evaluation import run_metrics as metrics_mod
 from evaluation.run import evaluate_command_line
 from evaluation.run_files import DEPTH_KINDS, frame_stem
@@ -48,7 +48,8 @@ log = logging.getLogger("demo")
 ROOT = Path(__file__).resolve().parent
 SHARED_SAMPLE = shared_dir() / "data" / "7scenes" / "redkitchen" / "seq-sample"
 MODES = ("joint", "estm")
-SHOWN = ("abs_rel", "abs_diff", "rmse", "a1")
+SHOWN = ("abs_rel", "abs_diff", "rmse", "a1", "si_abs_rel")
+CELL = 11  # characters per number of the table (si_abs_rel is 10 long)
 DEMO_VOXEL, DEMO_FUSE_MAX_DEPTH = 0.05, 4.0  # --fuse: 5 cm voxels, depths up to 4 m
 
 
@@ -140,7 +141,7 @@ def results_table(results: dict) -> str:
     """One line per (data, mode, model): the paper's main metrics, init and refined.
 
     """
-    names = "".join(f"{name:>9}" for name in SHOWN)
+    names = "".join(f"{name:>{CELL}}" for name in SHOWN)
     blocks = [kind.split("_")[0] for kind in DEPTH_KINDS]
     head = f"{'data':<10}{'mode':<7}{'model':<10}" + f" | {names}" * len(blocks)
     lines = [(" " * 27 + "".join(f" | {block:<{len(names)}}" for block in blocks)).rstrip(),
@@ -150,7 +151,8 @@ def results_table(results: dict) -> str:
             cells = ""
             for kind in DEPTH_KINDS:
                 overall = res["overall"].get(kind, {}).get("mean_over_frames", {})
-                cells += " | " + "".join(f"{overall.get(n, float('nan')):>9.3f}" for n in SHOWN)
+                cells += " | " + "".join(f"{overall.get(n, float('nan')):>{CELL}.3f}"
+                                         for n in SHOWN)
             lines.append(f"{dataset:<10}{mode:<7}{tag:<10}{cells}")
     return "\n".join(lines)
 
@@ -178,6 +180,43 @@ def improvement_lines(results: dict) -> str:
                          else f"{kind.split('_')[0]} {low}-{high}%")
         lines.append(f"AbsRel drop, untrained -> trained, {dataset}: " + ", ".join(parts))
     return "\n".join(lines)
+
+
+def training_median_depth(args, data: Path) -> float:
+    """The training scenes' median ground-truth depth in the training range (every 5th
+    frame, every 4th pixel): the constant baseline."""
+    scenes = (data / "splits" / "train_split.txt").read_text().split()
+    seqs = [ScanNetSequence(data / scene, height=args.height, width=args.width,
+                            frame_interval=args.frame_interval, depth_min=args.depth_min,
+                            depth_max=args.depth_max, intrinsics="scene") for scene in scenes]
+    return baselines.median_depth(seqs, frame_step=5, pixel_step=4)
+
+
+def baseline_results(args, constant_m: float, datasets: list) -> dict:
+    """The baselines on the frames the trained model predicted, per data set and mode, in
+    the layout of :func:`evaluate`'s results (one depth per frame: the same numbers in the
+    init and refined columns)."""
+    planes_d = torch.linspace(args.depth_min, args.depth_max, args.ndepths,
+                              dtype=torch.float64)  # the model's planes
+    results = {}
+    for dataset in datasets:
+        for mode in MODES:
+            run_dir = Path(args.out) / "eval" / "trained" / dataset / mode
+            means = baselines.baseline_means(baselines.run_baselines(run_dir, constant_m,
+                                                                     planes_d))
+            for name, values in means.items():
+                overall = {kind: {"mean_over_frames": values} for kind in DEPTH_KINDS}
+                results.setdefault((dataset, name), {})[mode] = {"overall": overall}
+    return results
+
+
+def baseline_note(args, constant_m: float) -> str:
+    """What the baseline rows of the table are."""
+    return (f"Baselines on the trained model's frames (one depth, shown in both blocks): "
+            f"constant = the training median {constant_m:.2f} m; oracle = each frame's "
+            f"ground-truth median (reads the ground truth); planesweep = 1 - ZNCC 5x5 over "
+            f"the model's {args.ndepths} planes, frames t-1 and t+1, no learning. si_abs_rel: "
+            f"AbsRel after per-frame median scaling (constant and oracle share it).")
 
 
 def picture(args, rows_spec: list, path: Path) -> None:
@@ -267,6 +306,8 @@ def main(argv=None) -> dict:
         results[("synthetic", tag)] = evaluate(args, ckpt, tag, "synthetic", data)
         if sample is not None:
             results[("7scenes", tag)] = evaluate(args, ckpt, tag, "7scenes", sample)
+    constant_m = training_median_depth(args, data)
+    results.update(baseline_results(args, constant_m, [d for d, t in results if t == "trained"]))
     timings["eval_s"] = time.time() - start - timings["data_s"] - timings["train_s"]
 
     table = results_table(results)
@@ -276,6 +317,8 @@ def main(argv=None) -> dict:
     summary = {
         "plan": plan, "device": str(args.device), "timings_s": timings,
         "trained_checkpoint": str(trained), "picture": str(picture_path),
+        "baselines": {"constant_depth_m": constant_m, "planes_m": [args.depth_min,
+                      args.depth_max, args.ndepths], "sweep": "1 - ZNCC 5x5, frames t-1, t+1"},
         "results": {f"{d}/{m}/{t}": {kind: res["overall"][kind]["mean_over_frames"]
                                      for kind in res["overall"]}
                     for (d, t), by_mode in results.items() for m, res in by_mode.items()},
@@ -286,6 +329,7 @@ def main(argv=None) -> dict:
     print("\nMetrics on held-out data (mean over frames; init = scale-2 depth after EST "
           "fusion, refined = full resolution):")
     print(table)
+    print(baseline_note(args, constant_m))
     print(improvement_lines(results))
     print(f"\nPicture: {picture_path}\nTensorboard: tensorboard --logdir "
           f"{Path(args.out) / 'train'}\nTook {timings['total_s'] / 60:.1f} min "

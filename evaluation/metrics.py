@@ -37,7 +37,8 @@ Protocol
   ``mean(|d - d*|)`` (m), Sq Rel ``mean((d - d*)^2 / d*)`` (m), RMSE ``sqrt(mean((d -
   d*)^2))`` (m), RMSE log ``sqrt(mean((log d - log d*)^2))``, and the fractions of pixels
   with ``max(d / d*, d* / d) < 1.25, 1.25^2, 1.25^3`` (``d`` predicted, ``d*`` ground
-  truth). Per scene: mean over its frames. Overall, both are reported: the mean over all
+  truth), and scale-invariant Abs Rel ``si_abs_rel`` (Abs Rel of ``d * median(d*) /
+  median(d)``: the shape of the depth, whatever its scale). Per scene: mean over its frames. Overall, both are reported: the mean over all
   frames of all scenes ("mean over frames", long scenes weigh more) and the mean of the
   per-scene means ("mean over scenes").
 * Skipped frames, counted per scene and overall: no ground-truth file
@@ -73,7 +74,33 @@ import torch.nn.functional as F
 from utils.geometry import depth_reprojection_error, relative_pose
 from utils.options import EVAL_DEPTH_RANGE
 
-METRIC_NAMES = ("abs_rel", "abs_diff", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+METRIC_NAMES = ("abs_rel", "abs_diff", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3",
+                "si_abs_rel")
+
+
+def si_abs_rel(pred_hw, gt_hw, mask_hw=None) -> float:
+    """Scale-invariant Abs Rel: Abs Rel after scaling the prediction by
+    ``median(gt) / median(pred)`` over the valid pixels (per-frame median scaling).
+
+    Says whether a prediction has the right *shape*, whatever its scale: a constant depth
+    scores the same as the best single value per frame.
+
+    Args:
+        pred_hw, gt_hw: same-shape arrays or tensors (any shape; e.g. ``[H, W]``).
+        mask_hw: boolean, the pixels to use (default all); gt must be > 0 there.
+    Returns:
+        float (nan without a valid pixel).
+    """
+    pred = np.asarray(pred_hw, dtype=np.float64)
+    gt = np.asarray(gt_hw, dtype=np.float64)
+    if mask_hw is not None:
+        mask = np.asarray(mask_hw, dtype=bool)
+        pred, gt = pred[mask], gt[mask]
+    if gt.size == 0:
+        return float("nan")
+    # numpy's median (mean of the two middle values): exact for the tests' hand values
+    scaled = pred * (np.median(gt) / np.median(pred))
+    return float(np.mean(np.abs(scaled - gt) / gt))
 
 
 def depth_metrics(gt: torch.Tensor, pred: torch.Tensor) -> dict:
@@ -82,7 +109,8 @@ def depth_metrics(gt: torch.Tensor, pred: torch.Tensor) -> dict:
     Args:
         gt, pred: 1-D tensors of the valid pixels only (same length, gt > 0, pred > 0).
     Returns:
-        dict of 0-d tensors keyed by :data:`METRIC_NAMES`.
+        dict of 0-d tensors keyed by :data:`METRIC_NAMES` but ``si_abs_rel`` (a median,
+        added by :func:`frame_metrics`; the training's window metrics stay as official).
     """
     gt, pred = gt.double(), pred.double()
     ratio = torch.maximum(gt / pred, pred / gt)
@@ -180,6 +208,7 @@ def frame_metrics(pred_hw: np.ndarray, gt_hw: np.ndarray, valid_hw: np.ndarray,
     if clamp is not None:
         pred = np.clip(pred, *clamp)
     values = depth_metrics(torch.from_numpy(gt[valid]), torch.from_numpy(pred[valid]))
+    values["si_abs_rel"] = si_abs_rel(pred[valid], gt[valid])
     out = {name: float(values[name]) for name in METRIC_NAMES}
     out["valid_pixels"] = int(valid.sum())
     return out

@@ -18,6 +18,7 @@ from utils.io import save_json, save_text
 
 TABLE_HEADERS = {"abs_rel": "AbsRel", "abs_diff": "AbsDiff", "sq_rel": "SqRel", "rmse": "RMSE",
                  "rmse_log": "RMSElog", "a1": "d<1.25", "a2": "d<1.25^2", "a3": "d<1.25^3",
+                 "si_abs_rel": "SI-AbsRel",
                  "tc_abs_rel": "TC-AbsRel", "tc_abs_diff": "TC-AbsDiff"}
 
 METRICS_FORMAT = "estdepth/metrics"
