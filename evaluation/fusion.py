@@ -1,7 +1,7 @@
 """TSDF fusion of posed depth maps, mesh extraction (PLY) and mesh metrics.
 
 Fusion is a vectorised torch TSDF (Curless & Levoy; the KinectFusion update): every voxel
-centre is projected into each depth map, its signed distance along the ray
+centre in a frame's frustum is projected into the depth map, its signed distance along the ray
 ``d(pixel) - z`` is truncated to ``[-trunc, trunc]`` and averaged with weight 1 per
 observation. Voxels farther than ``trunc`` behind the observed surface are left untouched
 (they are unknown, not empty). The mesh is scikit-image's marching cubes on the zero
@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from utils.geometry import backproject
 from utils.io import atomic_open
@@ -77,9 +78,33 @@ class TSDFVolume:
                              f"use a larger voxel size or a smaller maximum depth")
         return cls(low, dims, voxel_size, trunc, device)
 
-    def _voxel_centres(self, start: int, stop: int) -> torch.Tensor:
-        """World coordinates ``[n, 3]`` of flat voxel indices ``start..stop`` (x-major)."""
-        index = torch.arange(start, stop, device=self.device)
+    def _frustum_box(self, far: float, K, cam_T_world, height: int, width: int):
+        """Voxel index ranges ``[(lo, hi)] * 3`` of the box around the camera's frustum up to
+        depth ``far``: no voxel outside it can be updated (it projects outside the image,
+        or lies more than the truncation behind every measurement)."""
+        u = torch.tensor([-0.5, width - 0.5], dtype=torch.float64)
+        v = torch.tensor([-0.5, height - 0.5], dtype=torch.float64)
+        pix = torch.stack([u.repeat(2), v.repeat_interleave(2), torch.ones(4, dtype=u.dtype)])
+        rays = torch.linalg.inv(K.double().cpu()) @ pix  # [3, 4], z = 1
+        world_T_cam = torch.linalg.inv(cam_T_world.double().cpu())
+        corners = torch.cat([torch.zeros(3, 1, dtype=u.dtype), rays * far], dim=1)
+        world = world_T_cam[:3, :3] @ corners + world_T_cam[:3, 3:4]
+        lo = (world.min(dim=1).values - self.origin.double().cpu()) / self.voxel_size
+        hi = (world.max(dim=1).values - self.origin.double().cpu()) / self.voxel_size
+        return [(max(0, int(np.floor(a)) - 1), min(n, int(np.ceil(b)) + 2))
+                for a, b, n in zip(lo.tolist(), hi.tolist(), self.dims)]
+
+    def _box_indices(self, box, x_start: int, x_stop: int) -> torch.Tensor:
+        """Flat voxel indices (x-major) of the box's x-slab ``x_start..x_stop``."""
+        (_, _), (y0, y1), (z0, z1) = box
+        ny, nz = self.dims[1], self.dims[2]
+        i = torch.arange(x_start, x_stop, device=self.device)
+        j = torch.arange(y0, y1, device=self.device)
+        k = torch.arange(z0, z1, device=self.device)
+        return ((i[:, None, None] * ny + j[None, :, None]) * nz + k[None, None, :]).reshape(-1)
+
+    def _voxel_centres(self, index: torch.Tensor) -> torch.Tensor:
+        """World coordinates ``[n, 3]`` of flat voxel indices (x-major)."""
         ny, nz = self.dims[1], self.dims[2]
         ijk = torch.stack([index // (ny * nz), (index // nz) % ny, index % nz], dim=1)
         return self.origin + ijk.to(torch.float32) * self.voxel_size
@@ -93,28 +118,40 @@ class TSDFVolume:
             np.asarray(world_T_cam_44, dtype=np.float64), device=self.device)).float()
         depth = torch.where(torch.isfinite(depth), depth, torch.zeros_like(depth))
         height, width = depth.shape
-        for start in range(0, self.tsdf.numel(), VOXEL_CHUNK):
-            stop = min(start + VOXEL_CHUNK, self.tsdf.numel())
-            points = self._voxel_centres(start, stop) @ cam_T_world[:3, :3].T + cam_T_world[:3, 3]
-            z = points[:, 2]
-            uvw = points @ K.T
-            front = z > 1e-6
-            z_safe = torch.where(front, z, torch.ones_like(z))
-            # Nearest pixel: the pixel whose centre (integer coordinate) is closest.
-            u = torch.round(uvw[:, 0] / z_safe).long()
-            v = torch.round(uvw[:, 1] / z_safe).long()
-            inside = front & (u >= 0) & (u < width) & (v >= 0) & (v < height)
-            measured = torch.zeros_like(z)
-            measured[inside] = depth[v[inside], u[inside]]
-            sdf = measured - z
-            update = inside & (measured > 0) & (sdf >= -self.trunc)
-            if not update.any():
-                continue
-            index = torch.nonzero(update).squeeze(1) + start
-            value = torch.clamp(sdf[update] / self.trunc, max=1.0)
-            weight = self.weight[index]
-            self.tsdf[index] = (self.tsdf[index] * weight + value) / (weight + 1)
-            self.weight[index] = weight + 1
+        if not (depth > 0).any():
+            return
+        box = self._frustum_box(float(depth.max()) + self.trunc, K, cam_T_world, height, width)
+        if any(lo >= hi for lo, hi in box):
+            return
+        (x0, x1), (y0, y1), (z0, z1) = box
+        slab = max(1, VOXEL_CHUNK // ((y1 - y0) * (z1 - z0)))
+        for x_start in range(x0, x1, slab):
+            index = self._box_indices(box, x_start, min(x_start + slab, x1))
+            self._integrate_voxels(index, depth, K, cam_T_world)
+
+    def _integrate_voxels(self, index, depth, K, cam_T_world) -> None:
+        """The TSDF update of the voxels ``index`` from one depth map."""
+        height, width = depth.shape
+        points = self._voxel_centres(index) @ cam_T_world[:3, :3].T + cam_T_world[:3, 3]
+        z = points[:, 2]
+        uvw = points @ K.T
+        front = z > 1e-6
+        z_safe = torch.where(front, z, torch.ones_like(z))
+        # Nearest pixel: the pixel whose centre (integer coordinate) is closest.
+        u = torch.round(uvw[:, 0] / z_safe).long()
+        v = torch.round(uvw[:, 1] / z_safe).long()
+        inside = front & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+        measured = torch.zeros_like(z)
+        measured[inside] = depth[v[inside], u[inside]]
+        sdf = measured - z
+        update = inside & (measured > 0) & (sdf >= -self.trunc)
+        if not update.any():
+            return
+        index = index[update]
+        value = torch.clamp(sdf[update] / self.trunc, max=1.0)
+        weight = self.weight[index]
+        self.tsdf[index] = (self.tsdf[index] * weight + value) / (weight + 1)
+        self.weight[index] = weight + 1
 
     def grids(self) -> tuple[np.ndarray, np.ndarray]:
         """``(tsdf_xyz, weight_xyz)`` as numpy arrays of shape ``dims``."""
@@ -176,8 +213,10 @@ def fusion_bounds(frames, max_depth: float, percentile: float = 0.5) -> tuple:
 
 
 def fuse_depths(frames, voxel_size: float, max_depth: float, trunc: Optional[float] = None,
-                device="cpu", bounds: Optional[tuple] = None) -> tuple[Mesh, TSDFVolume]:
+                device="cpu", bounds: Optional[tuple] = None,
+                progress: bool = True) -> tuple[Mesh, TSDFVolume]:
     """Fuse ``(depth_hw, K_33, world_T_cam_44)`` frames; depths beyond ``max_depth`` ignored.
+    Each frame updates only the voxels of its frustum's bounding box; ``progress``: a bar.
 
     Returns:
         (mesh, volume).
@@ -186,7 +225,8 @@ def fuse_depths(frames, voxel_size: float, max_depth: float, trunc: Optional[flo
     if bounds is None:
         bounds = fusion_bounds(frames, max_depth)
     volume = TSDFVolume.from_bounds(*bounds, voxel_size=voxel_size, trunc=trunc, device=device)
-    for depth, K, pose in frames:
+    for depth, K, pose in tqdm(frames, desc="fusion", unit="frame", disable=not progress,
+                               dynamic_ncols=True):
         depth = np.asarray(depth, dtype=np.float32)
         volume.integrate(np.where(depth <= max_depth, depth, 0), K, pose)
     return volume.extract_mesh(), volume

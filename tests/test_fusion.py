@@ -2,6 +2,7 @@
 
 
 import numpy as np
+import torch
 import pytest
 
 from datasets.synthetic.render import render
@@ -100,3 +101,20 @@ def test_point_metrics_equal_hand_computed_values():
 def test_volume_too_large_is_refused():
     with pytest.raises(ValueError, match="exceeds"):
         fusion.TSDFVolume.from_bounds([0, 0, 0], [100, 100, 100], voxel_size=0.01)
+
+
+def test_the_frustum_box_updates_exactly_what_a_pass_over_every_voxel_does():
+    """A camera in a corner of a large volume: integrating its frustum's box only gives the
+    volume a pass over every voxel gives, bit for bit."""
+    K = np.array([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])
+    depth = np.random.default_rng(0).uniform(0.5, 1.5, size=(48, 64)).astype(np.float32)
+    pose = np.eye(4)
+    pose[:3, 3] = [0.3, 0.2, 0.1]
+    boxed = fusion.TSDFVolume([-2.0, -2.0, -2.0], (80, 80, 80), 0.05)
+    boxed.integrate(depth, K, pose)
+    every = fusion.TSDFVolume([-2.0, -2.0, -2.0], (80, 80, 80), 0.05)
+    cam_T_world = torch.linalg.inv(torch.as_tensor(pose)).float()
+    every._integrate_voxels(torch.arange(every.tsdf.numel()), torch.from_numpy(depth),
+                            torch.as_tensor(K, dtype=torch.float32), cam_T_world)
+    assert torch.equal(boxed.tsdf, every.tsdf) and torch.equal(boxed.weight, every.weight)
+    assert 0 < int((boxed.weight > 0).sum()) < boxed.weight.numel() // 10
