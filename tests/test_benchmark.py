@@ -12,6 +12,7 @@ from tests.helpers import BENCHMARK_TINY as TINY
 from utils.timing import Timer
 
 
+@pytest.mark.slow
 def test_benchmark_reports_timings_writes_json_and_compares(tmp_path, capsys):
     out = tmp_path / "before.json"
     results = benchmark.main(TINY + ["--fast", "false", "--cpu_time", "true", "--out", str(out)])
@@ -109,6 +110,7 @@ def test_training_steps_run_as_ours_or_as_the_official_train_sample(fast):
     assert not torch.is_anomaly_enabled()
 
 
+@pytest.mark.slow
 def test_training_step_profile_names_the_operators(capsys):
     results = benchmark.main(TINY + ["--measure", "train", "--profile", "true"])
     ops = results["train_profile"]
@@ -120,6 +122,7 @@ def test_training_step_profile_names_the_operators(capsys):
     assert "where a training step's time goes" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_training_losses_are_recorded_for_every_step():
     results = benchmark.main(TINY + ["--measure", "train", "--iters", "2", "--warmup", "1"])
     losses = results["train_losses"]

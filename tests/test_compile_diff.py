@@ -29,6 +29,7 @@ def skewed(gm, example_inputs):
     return run
 
 
+@pytest.mark.slow
 def test_captured_graphs_on_pytorchs_kernels_depart_by_nothing(model_and_window):
     """torch.compile's graphs of the parts (the decoder's keyword arguments and dataclass
     outputs included) run by PyTorch's own kernels: nothing departs."""
@@ -46,6 +47,7 @@ def test_captured_graphs_on_pytorchs_kernels_depart_by_nothing(model_and_window)
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_a_part_whose_compiled_code_computes_something_else_is_named(model_and_window):
     model, window = model_and_window
     report = compile_diff.compare(model, window, "none", skewed, "default", ("pre2",),

@@ -254,6 +254,7 @@ def _estm_with_reference_weights(reference, datapath: Path, interval: int, tmp_p
         "--save_images", "False"])
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_estm_on_real_frames_feeds_the_model_what_the_protocol_says(reference, redkitchen,
                                                                      tmp_path, monkeypatch):

@@ -147,6 +147,7 @@ def _sized_checkpoint(tmp_path, height: int, width: int) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_evaluation_runs_at_the_size_the_checkpoint_was_trained_at(seven_set, tmp_path, capfd):
     ckpt = _sized_checkpoint(tmp_path, 128, 160)
     argv = ["--device", "cpu", "--eval_dataset", "7scenes", "--datapath", str(seven_set),

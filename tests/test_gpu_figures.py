@@ -49,6 +49,7 @@ def test_a_step_logs_its_output_and_a_step_past_its_limit_reads_124(tmp_path):
     assert "step output" in text and "== rc 0" in text and "== rc 124" in text
 
 
+@pytest.mark.slow
 def test_summary_reads_what_benchmark_writes(tmp_path):
     """The real JSON of benchmark.py (tiny, on the CPU), not a hand-made one."""
     import benchmark

@@ -46,6 +46,7 @@ def test_parameter_names_and_shapes_equal_the_official_for_all_ten_configuration
         assert ours == shapes, name
 
 
+@pytest.mark.slow
 def test_batch2_ndepths32_train_mode_gives_finite_loss_and_gradients(small_model):
     model = small_model.train()
     imgs, poses, intr, sample = _window(batch=2, frames=4)
@@ -63,6 +64,7 @@ def test_batch2_ndepths32_train_mode_gives_finite_loss_and_gradients(small_model
     model.zero_grad()
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_batch2_ndepths32_val_mode_with_memory(small_model):
     model = small_model.eval()

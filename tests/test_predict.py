@@ -30,6 +30,7 @@ def as_folder_capture(sample, root, frames=range(150, 200)):
     return root
 
 
+@pytest.mark.slow
 def test_predict_folder_capture_with_fusion(redkitchen, tmp_path, capfd, monkeypatch):
     capture = as_folder_capture(redkitchen, tmp_path / "capture")
     out = tmp_path / "out"
@@ -133,7 +134,7 @@ def test_predict_runs_the_evaluation_inference_copy():
 
     from utils.config import load_config
 
-    model = predict.make_model(load_config("predict", TINY), torch.device("cpu"))
+    model = predict.make_model(load_config("predict", TINY), torch.device("cpu"), None)
     assert model.fast_layers and model.folded_batchnorms > 0 and not model.training
 
 

@@ -14,6 +14,7 @@ def _frames(reference, first: int, last: int):
         inputs["cam_intr"], sample
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fast_layers", [False, True], ids=["official-layers", "fast-layers"])
 def test_train_forward_loss_and_gradient(reference, fast_layers):
     """The official layer order, and the trainer's (the same numbers with less work)."""
@@ -29,6 +30,7 @@ def test_train_forward_loss_and_gradient(reference, fast_layers):
     assert grad_norm.item() == pytest.approx(reference["train"]["grad_norm"].item(), rel=1e-3)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_joint_windows_with_memory(reference):
     model = reference_model(reference, train=False)
@@ -41,6 +43,7 @@ def test_joint_windows_with_memory(reference):
         memory.push(costs, cam_poses)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_estm_sliding_windows_with_two_memories(reference):
     model = reference_model(reference, train=False)

@@ -48,6 +48,7 @@ def test_non_finite_loss_stop_is_reached_by_a_diverging_run(train_set, tmp_path)
 
 
 # ------------------------------------------------------- resume, interruption, flush
+@pytest.mark.slow
 def test_resume_applies_a_new_lr_and_stops_at_the_final_step(train_set, tmp_path):
     base = TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path), "--epochs", "3"]
     first = train_hybrid.main(base + ["--max_iters", "1"])
@@ -70,6 +71,7 @@ def test_resume_applies_a_new_lr_and_stops_at_the_final_step(train_set, tmp_path
     assert "lr: 0.0001" in (tmp_path / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(train_set, tmp_path,
                                                            monkeypatch, capsys):
     """The TensorBoard scalars are on disk too (flushed every summary), and the signal
@@ -111,6 +113,7 @@ def test_temporary_files_of_a_killed_save_are_removed_at_the_next_start(trainer)
     assert not stale.exists() and mine.exists()
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_every_logged_step_in_tensorboard(train_set, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -127,6 +130,7 @@ def test_the_progress_bar_ends_at_max_iters(train_set, tmp_path, capsys):
     assert re.search(r"epoch 0: 100%.*\b2/2\b", capsys.readouterr().err)
 
 
+@pytest.mark.slow
 def test_keep_checkpoints_leaves_the_newest_and_other_files(train_set, tmp_path):
     (tmp_path / "model_best.ckpt").write_bytes(b"a user's file")
     base = TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path), "--save_iters", "1",
