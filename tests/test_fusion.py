@@ -118,3 +118,10 @@ def test_the_frustum_box_updates_exactly_what_a_pass_over_every_voxel_does():
                             torch.as_tensor(K, dtype=torch.float32), cam_T_world)
     assert torch.equal(boxed.tsdf, every.tsdf) and torch.equal(boxed.weight, every.weight)
     assert 0 < int((boxed.weight > 0).sum()) < boxed.weight.numel() // 10
+
+
+def test_the_fusion_speed_tool_times_both_ways_on_one_volume():
+    from dev import fusion_speed
+
+    result = fusion_speed.main(["--dims", "48", "--voxel_size", "0.1", "--reps", "1"])
+    assert result["box_s"] > 0 and result["every_s"] > 0
