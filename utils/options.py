@@ -316,7 +316,7 @@ class BenchmarkOptions:
     sequence: int = opt(0, "also run ESTM over a synthetic sequence of this many frames: "
                         "per-frame time and RSS after 100 and after all")
     out: Optional[str] = opt(None, "write the results as JSON to this file")
-    compare: Optional[str] = opt(None, "an earlier --out JSON: print each median's ratio "
+    compare: Optional[str] = opt(None, "a previous --out JSON: print each median's ratio "
                                  "(before / now)")
 
 
