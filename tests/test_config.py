@@ -211,6 +211,12 @@ def test_each_entry_point_help_describes_itself(section):
         assert "accepted for the official command line (only training is done here)" in text
 
 
+
+def test_developer_options_work_but_stay_out_of_help():
+    assert "--log_samples" not in build_parser("train").format_help()
+    assert load_config("train", ["--log_samples", "True"]).log_samples is True
+
+
 # ------------------------------------------------- model options from the checkpoint
 def test_model_options_come_from_the_checkpoint(seven_set, ckpt, tmp_path):
     """Without model options the defaults are the official ResNet-50, 64 planes; an

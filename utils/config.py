@@ -20,8 +20,9 @@ import typing
 
 import yaml
 
-from utils.options import (BASE_SECTIONS, GROUPS, MIN_SIZE, MIN_WINDOW_FRAMES, REMOVED,
-                           RESNET_DEPTHS, SIZE_MULTIPLE, ignored_notes, section_options)
+from utils.options import (BASE_SECTIONS, DEVELOPER_OPTIONS, GROUPS, MIN_SIZE,
+                           MIN_WINDOW_FRAMES, REMOVED, RESNET_DEPTHS, SIZE_MULTIPLE,
+                           ignored_notes, section_options)
 
 DEFAULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "configs", "default.yaml")
@@ -146,7 +147,8 @@ def build_parser(section: str, description: str = "",
     for key, default in defaults.items():
         names = ["--" + key] + (["--" + key.replace("_", "-")] if "_" in key else [])
         kwargs = {"default": argparse.SUPPRESS if suppress_defaults else default,
-                  "help": helps[key], "type": _parse_type(types[key])}
+                  "help": argparse.SUPPRESS if key in DEVELOPER_OPTIONS else helps[key],
+                  "type": _parse_type(types[key])}
         if kwargs["type"] is str2bool:
             kwargs.update(nargs="?", const=True, metavar="BOOL")
         parser.add_argument(*names, dest=key, **kwargs)

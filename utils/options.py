@@ -24,6 +24,8 @@ from typing import ClassVar, Optional
 
 import yaml
 
+# Options for tests and diagnostics: accepted and in configs/default.yaml, not in --help.
+DEVELOPER_OPTIONS = frozenset({"log_samples"})
 # Rules and ranges several packages check; each is defined here only.
 RESNET_DEPTHS = (18, 34, 50, 101, 152)  # the context encoder's torchvision ResNets
 # Network input height and width: the ResNet halves the size five times and the decoder
