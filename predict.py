@@ -47,6 +47,7 @@ from utils.distributed import resolve_device
 from utils.io import atomic_open, config_hash, file_sha256, folder_lock, save_image, save_json
 from utils.logs import setup_logging
 from utils.options import PredictOptions
+from utils.paths import check_apart
 from utils.visualization import colorize_depth
 
 log = logging.getLogger("predict")
@@ -235,6 +236,7 @@ def main(argv=None) -> dict:
     setup_logging(args.log_level)
     if not args.input:
         raise ValueError("--input is required (the capture folder)")
+    check_apart(args.output, args.input)  # a recomputation empties parts of the output
     device = resolve_device(args.device)
     out = Path(args.output)
     ckpt = read_model_checkpoint(args)  # its options (model, input size) before the identity

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from datasets.io import DataError
 from utils.io import atomic_open, save_json, save_text
+from utils.paths import check_apart
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ def export(sens_path, out, frame_skip: int = 1, progress: bool = True) -> dict:
         raise ValueError(f"--frame_skip must be >= 1, got {frame_skip}")
     if not sens_path.is_file():
         raise DataError(f".sens file not found: {sens_path}")
+    check_apart(out, sens_path)  # an export folder must not swallow or hold its source
     written = existing = 0
     with open(sens_path, "rb") as f:
         header = read_header(f, sens_path)

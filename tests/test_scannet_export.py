@@ -1,5 +1,6 @@
 """ScanNet .sens export (datasets/scannet_export.py) on small files written in the format."""
 
+import os
 import struct
 import zlib
 from typing import Sequence
@@ -11,6 +12,7 @@ import pytest
 from datasets import scannet_export
 from datasets.io import DataError, read_depth, read_pose
 from datasets.scannet import ScanNetSequence
+from utils.paths import OverlappingPathsError
 
 COLOR_HW, DEPTH_HW = (60, 80), (30, 40)
 K_COLOR = np.array([[70.0, 0, 39.5, 0], [0, 70.0, 29.5, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
@@ -116,3 +118,13 @@ def test_header_layout():
     assert (header.sensor_name, header.color_width, header.color_height, header.depth_width,
             header.depth_height, header.depth_shift, header.num_frames) == \
         ("abc", 1296, 968, 640, 480, 1000.0, 5)
+
+
+@pytest.mark.parametrize("output", [".", "scene0000_00.sens", "scene0000_00.sens/out"])
+def test_an_output_folder_around_or_on_the_sens_file_is_refused(tmp_path, output):
+    sens = tmp_path / "scene0000_00.sens"
+    make_sens(sens, count=2)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(OverlappingPathsError, match=f"the input {sens}"):
+        scannet_export.main([str(sens), str(tmp_path / output)])
+    assert sorted(os.listdir(tmp_path)) == before
