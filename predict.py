@@ -30,8 +30,9 @@ from tqdm import tqdm
 
 from datasets.captures import open_capture
 from datasets.intrinsics import resize_intrinsics
-from datasets.io import read_depth
+from datasets.io import DataError, read_depth
 from datasets.prefetch import prefetched
+from datasets.scannet_export import unfinished_export
 from evaluation import fusion
 from evaluation import metrics as metrics_mod
 from evaluation.inference_loop import infer_windows
@@ -237,6 +238,9 @@ def main(argv=None) -> dict:
     if not args.input:
         raise ValueError("--input is required (the capture folder)")
     check_apart(args.output, args.input)  # a recomputation empties parts of the output
+    unfinished = unfinished_export(args.input)
+    if unfinished:
+        raise DataError(unfinished)
     device = resolve_device(args.device)
     out = Path(args.output)
     ckpt = read_model_checkpoint(args)  # its options (model, input size) before the identity
