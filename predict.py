@@ -30,8 +30,9 @@ from tqdm import tqdm
 
 from datasets.captures import open_capture
 from datasets.intrinsics import resize_intrinsics
-from datasets.io import read_depth
+from datasets.io import DataError, read_depth
 from datasets.prefetch import prefetched
+from datasets.scannet_export import unfinished_export
 from evaluation import fusion
 from evaluation import metrics as metrics_mod
 from evaluation.inference_loop import infer_windows
@@ -47,6 +48,7 @@ from utils.distributed import resolve_device
 from utils.io import atomic_open, config_hash, file_sha256, folder_lock, save_image, save_json
 from utils.logs import setup_logging
 from utils.options import PredictOptions
+from utils.paths import check_apart
 from utils.visualization import colorize_depth
 
 log = logging.getLogger("predict")
@@ -235,6 +237,10 @@ def main(argv=None) -> dict:
     setup_logging(args.log_level)
     if not args.input:
         raise ValueError("--input is required (the capture folder)")
+    check_apart(args.output, args.input)  # a recomputation empties parts of the output
+    unfinished = unfinished_export(args.input)
+    if unfinished:
+        raise DataError(unfinished)
     device = resolve_device(args.device)
     out = Path(args.output)
     ckpt = read_model_checkpoint(args)  # its options (model, input size) before the identity

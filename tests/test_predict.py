@@ -196,5 +196,5 @@ def test_predict_runs_and_records_the_checkpoints_options(redkitchen, tmp_path):
 
 def test_a_missing_checkpoint_says_where_the_released_one_is(tmp_path):
     with pytest.raises(FileNotFoundError, match="github.com/xxlong0/ESTDepth.*train_hybrid"):
-        predict.main(["--input", str(tmp_path), "--output", str(tmp_path / "o"),
+        predict.main(["--input", str(tmp_path / "capture"), "--output", str(tmp_path / "o"),
                       "--loadckpt", str(tmp_path / "model_000006.ckpt")] + TINY)

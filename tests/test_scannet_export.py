@@ -1,5 +1,6 @@
 """ScanNet .sens export (datasets/scannet_export.py) on small files written in the format."""
 
+import os
 import struct
 import zlib
 from typing import Sequence
@@ -11,6 +12,7 @@ import pytest
 from datasets import scannet_export
 from datasets.io import DataError, read_depth, read_pose
 from datasets.scannet import ScanNetSequence
+from utils.paths import OverlappingPathsError
 
 COLOR_HW, DEPTH_HW = (60, 80), (30, 40)
 K_COLOR = np.array([[70.0, 0, 39.5, 0], [0, 70.0, 29.5, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
@@ -116,3 +118,69 @@ def test_header_layout():
     assert (header.sensor_name, header.color_width, header.color_height, header.depth_width,
             header.depth_height, header.depth_shift, header.num_frames) == \
         ("abc", 1296, 968, 640, 480, 1000.0, 5)
+
+
+@pytest.mark.parametrize("output", [".", "scene0000_00.sens", "scene0000_00.sens/out"])
+def test_an_output_folder_around_or_on_the_sens_file_is_refused(tmp_path, output):
+    sens = tmp_path / "scene0000_00.sens"
+    make_sens(sens, count=2)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(OverlappingPathsError, match=f"the input {sens}"):
+        scannet_export.main([str(sens), str(tmp_path / output)])
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_another_sources_export_is_refused_unless_overwrite(tmp_path):
+    make_sens(tmp_path / "a.sens", count=3)
+    make_sens(tmp_path / "b.sens", count=2)
+    out = tmp_path / "out"
+    scannet_export.export(tmp_path / "a.sens", out, progress=False)
+    with pytest.raises(DataError, match=r"export of another \.sens file .*a\.sens.*--overwrite"):
+        scannet_export.export(tmp_path / "b.sens", out, progress=False)
+    assert (out / "rgb" / "2.jpg").is_file()  # a's export untouched
+    summary = scannet_export.main([str(tmp_path / "b.sens"), str(out), "--overwrite"])
+    assert summary["written"] == 2 and sorted(os.listdir(out / "rgb")) == ["0.jpg", "1.jpg"]
+
+
+HEADER_END = 4 + 8 + len("StructureSensor") + 4 * 64 + 8 + 16 + 4  # where the frame count is
+
+
+@pytest.mark.parametrize("offset", [4, HEADER_END, HEADER_END + 8 + 64 + 16],
+                         ids=["name", "frame count", "colour bytes"])
+def test_an_impossible_size_is_an_error_naming_the_file(tmp_path, offset):
+    """A 2**62-byte sensor name, frame count or colour image: no allocation is tried."""
+    sens = tmp_path / "bad.sens"
+    make_sens(sens, count=2)
+    data = bytearray(sens.read_bytes())
+    data[offset:offset + 8] = struct.pack("<Q", 2 ** 62)
+    sens.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"bad\.sens: truncated or corrupt.*claims \d{19,}"):
+        scannet_export.export(sens, tmp_path / "out", progress=False)
+
+
+def test_a_resumed_export_leaves_no_temporary_file(tmp_path):
+    sens = tmp_path / "s.sens"
+    make_sens(sens, count=3)
+    out = tmp_path / "out"
+    (out / "rgb").mkdir(parents=True)
+    stale = out / "rgb" / ".1.jpg.k3_x9ab2.tmp"  # a killed atomic write
+    stale.write_bytes(b"half a jpeg")
+    scannet_export.export(sens, out, progress=False)
+    assert not list(out.rglob("*.tmp")) and (out / "rgb" / "1.jpg").is_file()
+
+
+def test_predict_refuses_a_half_exported_folder(tmp_path, monkeypatch):
+    import predict
+
+    sens = tmp_path / "s.sens"
+    make_sens(sens, count=3)
+    out = tmp_path / "scene"
+    scannet_export.export(sens, out, progress=False)
+    (out / scannet_export.DONE_FILE).unlink()  # killed before the end
+    monkeypatch.setattr(predict, "open_capture", None)  # refused before reading it
+    with pytest.raises(DataError, match=r"unfinished export of .*s\.sens.*scannet_export"):
+        predict.main(["--input", str(out), "--output", str(tmp_path / "pred"),
+                      "--device", "cpu"])
+    assert scannet_export.unfinished_export(out) and not (tmp_path / "pred").exists()
+    scannet_export.export(sens, out, progress=False)
+    assert scannet_export.unfinished_export(out) is None

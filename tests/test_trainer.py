@@ -13,9 +13,11 @@ import pytest
 import torch
 
 import train_hybrid
+from training import logdir as logdir_lib
 from training import trainer as trainer_lib
 from utils import distributed as dist_utils
 from utils.config import load_config
+from utils.io import FolderLockedError, folder_lock
 
 TRAIN = ["--dataset", "synthetic", "--device", "cpu", "--height", "128", "--width", "128",
          "--resnet", "18", "--ndepths", "4", "--depth_min", "0.5", "--depth_max", "6",
@@ -140,3 +142,55 @@ def test_keep_checkpoints_leaves_the_newest_and_other_files(train_set, tmp_path)
         "model_best.ckpt", Path(first["last_checkpoint"]).name]
     again = train_hybrid.main(base + ["--max_iters", "3", "--resume", "True"])
     assert again["global_step"] == 3 and len(list(tmp_path.glob("*.ckpt"))) == 2
+
+
+# ------------------------------------------------------------- one run per logdir
+def test_a_second_run_into_a_locked_logdir_is_refused_naming_the_first(train_set, tmp_path):
+    with folder_lock(str(tmp_path), "the first run"):
+        with pytest.raises(FolderLockedError, match="in use by another run.*the first run"):
+            train_hybrid.main(TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path),
+                                       "--max_iters", "1"])
+    assert not list(tmp_path.glob("events.out.*")) and not (tmp_path / "config.yaml").exists()
+
+
+def test_a_fresh_run_over_another_runs_checkpoints_is_refused(train_set, tmp_path):
+    (tmp_path / "model_000002.ckpt").write_bytes(b"another run's weights")
+    with pytest.raises(logdir_lib.LogdirInUseError,
+                       match="model_000002.ckpt.*--resume True.*--logdir.*--overwrite True"):
+        train_hybrid.main(TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path),
+                                   "--max_iters", "1"])
+    assert (tmp_path / "model_000002.ckpt").read_bytes() == b"another run's weights"
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_overwrite_replaces_the_old_run_and_the_lock_is_held_throughout(train_set, tmp_path,
+                                                                        monkeypatch):
+    (tmp_path / "model_000002.ckpt").write_bytes(b"another run's weights")
+    (tmp_path / "model_best.ckpt").write_bytes(b"a user's file")
+    real = trainer_lib.Trainer.process_batch
+
+    def second_run_meanwhile(self, batch, clip):
+        with pytest.raises(FolderLockedError, match="train_hybrid.py"):
+            with folder_lock(str(tmp_path), "a second run"):
+                pass
+        return real(self, batch, clip)
+
+    monkeypatch.setattr(trainer_lib.Trainer, "process_batch", second_run_meanwhile)
+    summary = train_hybrid.main(TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path),
+                                         "--max_iters", "1", "--overwrite", "True"])
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == [
+        "model_best.ckpt", Path(summary["last_checkpoint"]).name]
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_only_rank_0_locks_and_every_rank_stops_when_it_cannot(tmp_path, monkeypatch):
+    args = load_config("train", ["--logdir", str(tmp_path / "logs")])
+    rank1 = dist_utils.DistEnv(1, 1, 2, torch.device("cpu"))
+    monkeypatch.setattr(dist_utils, "gather_objects", lambda obj, env: ["logs is in use", obj])
+    with pytest.raises(logdir_lib.LogdirInUseError, match="rank 0 could not start: logs is"):
+        with logdir_lib.claimed_logdir(args, rank1):
+            pass
+    monkeypatch.setattr(dist_utils, "gather_objects", lambda obj, env: [None, obj])
+    with folder_lock(str(tmp_path / "logs"), "rank 0"):
+        with logdir_lib.claimed_logdir(args, rank1):  # no second lock: no deadlock
+            pass

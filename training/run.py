@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from training.components import check_args, seed_everything
+from training.logdir import claimed_logdir
 from training.trainer import Trainer
 from utils import distributed as dist_utils
 from utils.config import load_config, log_ignored
@@ -22,6 +23,7 @@ def run_training(argv=None, description: str | None = None) -> dict:
     log_ignored(args, log)
     seed_everything(args.seed)
     try:
-        return Trainer(args, env).train()
+        with claimed_logdir(args, env):  # the whole run: set-up, training, summary
+            return Trainer(args, env).train()
     finally:
         dist_utils.cleanup()

@@ -106,6 +106,8 @@ class TrainOptions:
     logdir: str = opt("./checkpoints/debug", "checkpoints, tensorboard events and the "
                       "resolved config")
     resume: bool = opt(False, "continue from the latest checkpoint in --logdir")
+    overwrite: bool = opt(False, "start a fresh run (no --resume) in a --logdir that holds "
+                          "another run's checkpoints, deleting them (otherwise an error)")
     summary_freq: int = opt(10, "tensorboard scalars every n steps (images every 10*n)")
     save_freq: int = opt(1, "checkpoint every n epochs")
     save_iters: int = opt(5000, "also checkpoint every n iterations (0: never)")
