@@ -269,6 +269,7 @@ def predict_locked(args, seq, out: Path, config_hash: str, hashed: dict, device,
     summary = {
         "format": FORMAT, "version": VERSION, "config_hash": config_hash,
         "input": str(args.input), "capture_format": seq.format,
+        "intrinsics_source": seq.K_source,
         "checkpoint": args.loadckpt, "random_weights": not args.loadckpt,
         "frames": [f["stem"] for f in frames], "num_frames": len(frames),
         "sequence_frames": len(seq),

@@ -20,6 +20,7 @@ from typing import Optional
 
 import numpy as np
 
+from datasets.intrinsics import check_focal_lengths
 from datasets.io import DataError, image_size
 from datasets.posed import natural_key
 from datasets.sequence import PosedFrame
@@ -71,8 +72,18 @@ def read_cameras_text(path: Path) -> dict:
             params = np.array([float(v) for v in fields[4:]])
         except (ValueError, IndexError):
             raise DataError(f"{path}: cannot parse camera line {line!r}") from None
+        _check_param_count(path, camera_id, model, params)
         cameras[camera_id] = (model, width, height, params)
     return cameras
+
+
+def _check_param_count(path: Path, camera_id: int, model: str, params: np.ndarray) -> None:
+    """A known model must have its parameter count (a short line would index past it)."""
+    if model in MODEL_IDS:
+        count = CAMERA_MODELS[MODEL_IDS[model]][1]
+        if len(params) != count:
+            raise DataError(f"{path}, camera {camera_id}: model {model} takes {count} "
+                            f"parameters, got {len(params)}")
 
 
 def read_images_text(path: Path) -> list:
@@ -105,11 +116,12 @@ class _Reader:
     def __init__(self, path: Path):
         self.path, self.data, self.offset = path, path.read_bytes(), 0
 
-    def read(self, fmt: str):
+    def read(self, fmt: str, what: str = ""):
+        """``struct.unpack`` the next values; ``what`` names them (record) in errors."""
         size = struct.calcsize(fmt)
         if self.offset + size > len(self.data):
-            raise DataError(f"{self.path}: truncated (needs {self.offset + size} bytes, has "
-                            f"{len(self.data)})")
+            raise DataError(f"{self.path}: truncated{' in ' + what if what else ''} (needs "
+                            f"{self.offset + size} bytes, has {len(self.data)})")
         values = struct.unpack_from(fmt, self.data, self.offset)
         self.offset += size
         return values
@@ -131,7 +143,8 @@ def read_cameras_binary(path: Path) -> dict:
         if model_id not in CAMERA_MODELS:
             raise DataError(f"{path}: camera {camera_id} has unknown model id {model_id}")
         name, count = CAMERA_MODELS[model_id]
-        cameras[camera_id] = (name, width, height, np.array(reader.read(f"<{count}d")))
+        params = reader.read(f"<{count}d", f"camera {camera_id}'s {count} {name} parameters")
+        cameras[camera_id] = (name, width, height, np.array(params))
     return cameras
 
 
@@ -160,12 +173,23 @@ def pinhole_intrinsics(model: str, params: np.ndarray, source: str) -> np.ndarra
                         f"`colmap image_undistorter` (it writes a PINHOLE model)")
     fx = params[fx_i]
     fy = params[fy_i] if fy_i is not None else fx
-    return np.array([[fx, 0, params[cx_i] - 0.5], [0, fy, params[cy_i] - 0.5], [0, 0, 1]])
+    K = np.array([[fx, 0, params[cx_i] - 0.5], [0, fy, params[cy_i] - 0.5], [0, 0, 1]])
+    check_focal_lengths(K, source)
+    return K
 
 
-def qvec_to_rotation(qvec_wxyz: np.ndarray) -> np.ndarray:
-    """Rotation matrix of a (normalised) unit quaternion ``w, x, y, z``."""
-    w, x, y, z = np.asarray(qvec_wxyz, dtype=np.float64) / np.linalg.norm(qvec_wxyz)
+def qvec_to_rotation(qvec_wxyz: np.ndarray, source: str = "quaternion") -> np.ndarray:
+    """Rotation matrix of a (normalised) quaternion ``w, x, y, z``.
+
+    Raises:
+        DataError naming ``source`` when it is zero or not finite (no rotation to take).
+    """
+    qvec = np.asarray(qvec_wxyz, dtype=np.float64)
+    norm = np.linalg.norm(qvec)
+    if not np.isfinite(norm) or norm < 1e-12:
+        raise DataError(f"{source}: quaternion (w, x, y, z) = {qvec.tolist()} is zero or "
+                        f"not finite; it describes no rotation")
+    w, x, y, z = qvec / norm
     return np.array([
         [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
         [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
@@ -197,7 +221,7 @@ def colmap_frames(root: Path) -> tuple[list[PosedFrame], np.ndarray, str]:
     frames = []
     for name, qvec, tvec, _ in sorted(images, key=lambda im: natural_key(im[0])):
         cam_T_world = np.eye(4)
-        cam_T_world[:3, :3] = qvec_to_rotation(qvec)
+        cam_T_world[:3, :3] = qvec_to_rotation(qvec, f"{images_file}, image {name!r}")
         cam_T_world[:3, 3] = tvec
         path = image_dir / name
         if not path.is_file():
@@ -207,4 +231,4 @@ def colmap_frames(root: Path) -> tuple[list[PosedFrame], np.ndarray, str]:
     if image_size(frames[0].color, "colour image") != (height, width):
         raise DataError(f"{cameras_file}: the camera is {width}x{height} (WxH) but image "
                         f"{frames[0].color} is not; intrinsics would not fit")
-    return frames, first, f"{cameras_file} ({width}x{height})"
+    return frames, first, f"{cameras_file}, camera {used[0]} ({width}x{height})"

@@ -77,19 +77,24 @@ def tum_pose(fields: list[str], source: str) -> np.ndarray:
     """camera-to-world of ``tx ty tz qx qy qz qw``."""
     tx, ty, tz, qx, qy, qz, qw = (float(v) for v in fields)
     pose = np.eye(4)
-    pose[:3, :3] = qvec_to_rotation(np.array([qw, qx, qy, qz]))
+    pose[:3, :3] = qvec_to_rotation(np.array([qw, qx, qy, qz]), source)
     pose[:3, 3] = (tx, ty, tz)
     return check_rigid_pose(pose, source)
 
 
 def freiburg_intrinsics(root: Path) -> tuple[np.ndarray, str]:
-    match = re.search(r"freiburg([123])", str(root.resolve()))
-    if match is None:
-        raise DataError(f"{root}: no freiburg camera in the folder name; pass its intrinsics "
-                        f"with --intrinsics fx,fy,cx,cy")
-    key = f"freiburg{match.group(1)}"
-    fx, fy, cx, cy = FREIBURG_INTRINSICS[key]
-    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]]), f"TUM {key} preset"
+    """The preset of the freiburg camera in the nearest folder name that names one, and
+    its source (saying which folder chose it: a wrong guess must be visible)."""
+    for part in reversed(root.resolve().parts):
+        match = re.search(r"freiburg([123])", part)
+        if match is not None:
+            key = f"freiburg{match.group(1)}"
+            fx, fy, cx, cy = FREIBURG_INTRINSICS[key]
+            K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
+            return K, (f"TUM {key} preset, chosen because of the folder name {part!r} "
+                       f"(pass --intrinsics fx,fy,cx,cy if that is not the camera)")
+    raise DataError(f"{root}: no freiburg camera in the folder name; pass its intrinsics "
+                    f"with --intrinsics fx,fy,cx,cy")
 
 
 def tum_frames(root: Path, K_override: Optional[np.ndarray] = None,
