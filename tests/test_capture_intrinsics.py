@@ -108,3 +108,10 @@ def test_tum_preset_says_which_folder_chose_it(tmp_path):
     seq = open_capture(root, height=NET_HW[0], width=NET_HW[1])
     assert "TUM freiburg1 preset, chosen because of the folder name " \
         "'rgbd_dataset_freiburg1_xyz'" in seq.K_source
+
+
+def test_intrinsics_option_principal_point_outside_the_images_names_the_option(tmp_path):
+    write_folder(tmp_path, count=2)
+    with pytest.raises(DataError, match=r"from --intrinsics 180,170,500,74.5 \(cx=500\.0.*"
+                                        r"do not fit the 150x200"):
+        open_capture(tmp_path, intrinsics="180,170,500,74.5")
