@@ -232,11 +232,36 @@ def fuse_outputs(seq, out: Path, frames: list, opts: PredictOptions, net_hw: tup
     return result
 
 
+def check_options(args) -> None:
+    """Refuse option values prediction or fusion cannot use, before any frame is predicted
+    (fusion runs last: a bad --voxel_size would otherwise fail after the whole prediction).
+    utils.config already refuses non-positive depth ranges and min >= max.
+
+    Raises:
+        ValueError naming the option and its value.
+    """
+    opts = args.predict
+    positive = {"--tum_max_dt": opts.tum_max_dt}
+    if args.fuse:
+        positive.update({"--voxel_size": opts.voxel_size,
+                         "--fuse_max_depth": opts.fuse_max_depth})
+    for name, value in positive.items():
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    for name, value in {"--min_depth_eval": opts.min_depth_eval,
+                        "--max_depth_eval": opts.max_depth_eval,
+                        "--min_baseline": opts.min_baseline,
+                        "--min_rotation": opts.min_rotation}.items():
+        if not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+
+
 def main(argv=None) -> dict:
     args = load_config("predict", argv, description=__doc__)
     setup_logging(args.log_level)
     if not args.input:
         raise ValueError("--input is required (the capture folder)")
+    check_options(args)
     check_apart(args.output, args.input)  # a recomputation empties parts of the output
     unfinished = unfinished_export(args.input)
     if unfinished:
@@ -275,6 +300,7 @@ def predict_locked(args, seq, out: Path, config_hash: str, hashed: dict, device,
     summary = {
         "format": FORMAT, "version": VERSION, "config_hash": config_hash,
         "input": str(args.input), "capture_format": seq.format,
+        "intrinsics_source": seq.K_source,
         "checkpoint": args.loadckpt, "random_weights": not args.loadckpt,
         "frames": [f["stem"] for f in frames], "num_frames": len(frames),
         "sequence_frames": len(seq),

@@ -67,6 +67,11 @@ def parse_intrinsics(text: str) -> Optional[np.ndarray]:
     except ValueError:
         raise ValueError(f"--intrinsics must be auto or fx,fy,cx,cy (pixels at the images' "
                          f"native size), got {text!r}") from None
+    values = np.array([fx, fy, cx, cy])
+    # refused here, before any image is read: nan or 0 would only surface as nan depths
+    if not np.all(np.isfinite(values)) or fx <= 0 or fy <= 0:
+        raise ValueError(f"--intrinsics {text!r}: fx, fy, cx, cy must be finite and fx, fy "
+                         f"> 0")
     return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64)
 
 
@@ -82,8 +87,8 @@ def open_capture(path, fmt: str = "auto", height: int = 256, width: int = 320,
     root = Path(path)
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {FORMATS}, got {fmt!r}")
+    K_override = parse_intrinsics(intrinsics)  # a bad option before any file is read
     fmt = detect_format(root) if fmt == "auto" else fmt
-    K_override = parse_intrinsics(intrinsics)
     if fmt in ("7scenes", "scannet"):
         if K_override is not None or min_baseline > 0 or min_rotation > 0:
             raise ValueError(f"{fmt} captures take their own intrinsics and --frame_interval "
@@ -104,7 +109,7 @@ def open_capture(path, fmt: str = "auto", height: int = 256, width: int = 320,
         frames, K, K_source = tum_frames(root, K_override, tum_max_dt)
         depth_scale = TUM_DEPTH_SCALE
     if K_override is not None:
-        K, K_source = K_override, "--intrinsics"
+        K, K_source = K_override, f"--intrinsics {intrinsics}"
     keep = select_frames([f.world_T_cam_44 for f in frames], frame_interval, min_baseline,
                          min_rotation)
     logger.info("%s (%s): %d of %d frames selected", root, fmt, len(keep), len(frames))

@@ -14,12 +14,14 @@ distortion coefficient is 0 (undistort with ``colmap image_undistorter`` otherwi
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from datasets.intrinsics import check_focal_lengths
 from datasets.io import DataError, image_size
 from datasets.posed import natural_key
 from datasets.sequence import PosedFrame
@@ -52,16 +54,24 @@ def find_model(root: Path, required: bool = True) -> Optional[tuple[Path, str]]:
     return None
 
 
-def _data_lines(path: Path):
-    """The lines of a COLMAP text file with comments removed (empty lines kept)."""
-    return [line.strip() for line in path.read_text().splitlines()
+def _data_lines(path: Path) -> list[tuple[int, str]]:
+    """``(line number, text)`` of a COLMAP text file's non-comment lines (empty ones kept)."""
+    return [(number, line.strip()) for number, line in enumerate(path.read_text().splitlines(), 1)
             if not line.lstrip().startswith("#")]
+
+
+def _check_declared_count(path: Path, what: str, found: int) -> None:
+    """COLMAP's header comment ``# Number of <what>: N`` must agree with the records read."""
+    match = re.search(rf"^#\s*Number of {what}:\s*(\d+)", path.read_text(), re.MULTILINE)
+    if match is not None and int(match.group(1)) != found:
+        raise DataError(f"{path}: the header declares {match.group(1)} {what} but {found} "
+                        f"were read (a truncated or hand-edited file?)")
 
 
 def read_cameras_text(path: Path) -> dict:
     """``{camera_id: (model, width, height, params)}``."""
     cameras = {}
-    for line in _data_lines(path):
+    for number, line in _data_lines(path):
         if not line:
             continue
         fields = line.split()
@@ -70,34 +80,72 @@ def read_cameras_text(path: Path) -> dict:
                 int(fields[3])
             params = np.array([float(v) for v in fields[4:]])
         except (ValueError, IndexError):
-            raise DataError(f"{path}: cannot parse camera line {line!r}") from None
+            raise DataError(f"{path}, line {number}: cannot parse camera line {line!r}") \
+                from None
+        _check_param_count(path, camera_id, model, params)
         cameras[camera_id] = (model, width, height, params)
+    _check_declared_count(path, "cameras", len(cameras))
     return cameras
+
+
+def _check_param_count(path: Path, camera_id: int, model: str, params: np.ndarray) -> None:
+    """A known model must have its parameter count (a short line would index past it)."""
+    if model in MODEL_IDS:
+        count = CAMERA_MODELS[MODEL_IDS[model]][1]
+        if len(params) != count:
+            raise DataError(f"{path}, camera {camera_id}: model {model} takes {count} "
+                            f"parameters, got {len(params)}")
+
+
+def _parse_image_line(path: Path, number: int, line: str) -> tuple:
+    fields = line.split()
+    try:
+        qvec = np.array([float(v) for v in fields[1:5]])
+        tvec = np.array([float(v) for v in fields[5:8]])
+        camera_id, name = int(fields[8]), " ".join(fields[9:])
+    except (ValueError, IndexError):
+        raise DataError(f"{path}, line {number}: cannot parse image line {line!r}") from None
+    if not name:
+        raise DataError(f"{path}, line {number}: image line without a name: {line!r}")
+    return name, qvec, tvec, camera_id
+
+
+def _is_points(fields: list[str]) -> bool:
+    """Whether ``fields`` are ``X Y POINT3D_ID`` triples (an image line is not: its name)."""
+    if len(fields) % 3:
+        return False
+    try:
+        for i in range(0, len(fields), 3):
+            float(fields[i]), float(fields[i + 1]), int(fields[i + 2])
+    except ValueError:
+        return False
+    return True
+
+
+def _check_points_line(path: Path, number: int, line: str, name: str) -> None:
+    """The second line of an image: ``X Y POINT3D_ID`` triples, or empty.
+
+    Without this check a file lacking the second lines loses every other image silently.
+    """
+    if not _is_points(line.split()):
+        raise DataError(f"{path}, line {number}: expected the points line of image {name!r} "
+                        f"(X Y POINT3D_ID triples, or empty), got {line[:80]!r}; every image "
+                        f"takes two lines, the second may be empty but not absent")
 
 
 def read_images_text(path: Path) -> list:
     """``[(name, qvec_wxyz, tvec, camera_id)]``; each image takes two lines."""
     lines = _data_lines(path)
-    # Drop trailing empties; every image is one pose line then one (maybe empty) points line.
-    while lines and not lines[-1]:
+    while lines and not lines[-1][1]:  # trailing empties: the last points line(s)
         lines.pop()
-    images, index = [], 0
-    while index < len(lines):
-        line = lines[index]
-        if not line:  # an empty line where a pose line is expected: stray blank
-            index += 1
-            continue
-        fields = line.split()
-        try:
-            qvec = np.array([float(v) for v in fields[1:5]])
-            tvec = np.array([float(v) for v in fields[5:8]])
-            camera_id, name = int(fields[8]), " ".join(fields[9:])
-        except (ValueError, IndexError):
-            raise DataError(f"{path}: cannot parse image line {line!r}") from None
-        if not name:
-            raise DataError(f"{path}: image line without a name: {line!r}")
-        images.append((name, qvec, tvec, camera_id))
-        index += 2
+    if len(lines) % 2 == 1:  # the last image's empty points line, stripped above
+        lines.append((lines[-1][0] + 1, ""))
+    images = []
+    for (number, line), (points_number, points) in zip(lines[::2], lines[1::2]):
+        image = _parse_image_line(path, number, line)
+        _check_points_line(path, points_number, points, image[0])
+        images.append(image)
+    _check_declared_count(path, "images", len(images))
     return images
 
 
@@ -105,46 +153,80 @@ class _Reader:
     def __init__(self, path: Path):
         self.path, self.data, self.offset = path, path.read_bytes(), 0
 
-    def read(self, fmt: str):
-        size = struct.calcsize(fmt)
+    def _need(self, size: int, what: str) -> None:
         if self.offset + size > len(self.data):
-            raise DataError(f"{self.path}: truncated (needs {self.offset + size} bytes, has "
-                            f"{len(self.data)})")
+            raise DataError(f"{self.path}: truncated{' in ' + what if what else ''} (needs "
+                            f"{self.offset + size} bytes, has {len(self.data)})")
+
+    def read(self, fmt: str, what: str = ""):
+        """``struct.unpack`` the next values; ``what`` names them (record) in errors."""
+        size = struct.calcsize(fmt)
+        self._need(size, what)
         values = struct.unpack_from(fmt, self.data, self.offset)
         self.offset += size
         return values
 
-    def read_cstring(self) -> str:
+    def skip(self, size: int, what: str) -> None:
+        self._need(size, what)
+        self.offset += size
+
+    def read_name(self, what: str) -> str:
+        """A NUL-terminated UTF-8 image name without control characters."""
         end = self.data.find(b"\0", self.offset)
         if end < 0:
-            raise DataError(f"{self.path}: truncated image name")
-        text = self.data[self.offset:end].decode("utf-8")
+            raise DataError(f"{self.path}, {what}: truncated image name")
+        raw = self.data[self.offset:end]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{self.path}, {what}: the image name is not UTF-8 text "
+                            f"({raw[:40]!r}); a corrupt file?") from None
+        if not text or any(ord(c) < 32 for c in text):
+            raise DataError(f"{self.path}, {what}: {text[:40]!r} is not an image name "
+                            f"(empty or control characters); a corrupt file?")
         self.offset = end + 1
         return text
+
+    def check_end(self, what: str) -> None:
+        """Bytes left after the declared records mean a wrong count (or a corrupt file)."""
+        if self.offset != len(self.data):
+            raise DataError(f"{self.path}: {len(self.data) - self.offset} bytes remain after "
+                            f"the {what} its header declares (a wrong count or a corrupt "
+                            f"file)")
 
 
 def read_cameras_binary(path: Path) -> dict:
     reader = _Reader(path)
     cameras = {}
-    for _ in range(reader.read("<Q")[0]):
-        camera_id, model_id, width, height = reader.read("<iiQQ")
+    count = reader.read("<Q", "the camera count")[0]
+    for k in range(count):
+        camera_id, model_id, width, height = reader.read("<iiQQ", f"camera record {k + 1}")
         if model_id not in CAMERA_MODELS:
             raise DataError(f"{path}: camera {camera_id} has unknown model id {model_id}")
-        name, count = CAMERA_MODELS[model_id]
-        cameras[camera_id] = (name, width, height, np.array(reader.read(f"<{count}d")))
+        name, n = CAMERA_MODELS[model_id]
+        params = reader.read(f"<{n}d", f"camera {camera_id}'s {n} {name} parameters")
+        cameras[camera_id] = (name, width, height, np.array(params))
+    reader.check_end(f"{count} cameras")
     return cameras
 
 
 def read_images_binary(path: Path) -> list:
     reader = _Reader(path)
-    images = []
-    for _ in range(reader.read("<Q")[0]):
-        values = reader.read("<i4d3di")
-        name = reader.read_cstring()
-        num_points = reader.read("<Q")[0]
-        reader.offset += num_points * 24  # x, y (double) and point3D id (int64)
-        images.append((name, np.array(values[1:5]), np.array(values[5:8]), values[8]))
+    count = reader.read("<Q", "the image count")[0]
+    images = [_read_image_record(reader, f"image record {k + 1} of {count}")
+              for k in range(count)]
+    reader.check_end(f"{count} images")
     return images
+
+
+def _read_image_record(reader: _Reader, record: str) -> tuple:
+    values = reader.read("<i4d3di", record)
+    record = f"{record} (image id {values[0]})"
+    name = reader.read_name(record)
+    num_points = reader.read("<Q", record)[0]
+    # x, y (double) and point3D id (int64) per point
+    reader.skip(num_points * 24, f"{record}'s {num_points} points")
+    return name, np.array(values[1:5]), np.array(values[5:8]), values[8]
 
 
 def pinhole_intrinsics(model: str, params: np.ndarray, source: str) -> np.ndarray:
@@ -160,12 +242,23 @@ def pinhole_intrinsics(model: str, params: np.ndarray, source: str) -> np.ndarra
                         f"`colmap image_undistorter` (it writes a PINHOLE model)")
     fx = params[fx_i]
     fy = params[fy_i] if fy_i is not None else fx
-    return np.array([[fx, 0, params[cx_i] - 0.5], [0, fy, params[cy_i] - 0.5], [0, 0, 1]])
+    K = np.array([[fx, 0, params[cx_i] - 0.5], [0, fy, params[cy_i] - 0.5], [0, 0, 1]])
+    check_focal_lengths(K, source)
+    return K
 
 
-def qvec_to_rotation(qvec_wxyz: np.ndarray) -> np.ndarray:
-    """Rotation matrix of a (normalised) unit quaternion ``w, x, y, z``."""
-    w, x, y, z = np.asarray(qvec_wxyz, dtype=np.float64) / np.linalg.norm(qvec_wxyz)
+def qvec_to_rotation(qvec_wxyz: np.ndarray, source: str = "quaternion") -> np.ndarray:
+    """Rotation matrix of a (normalised) quaternion ``w, x, y, z``.
+
+    Raises:
+        DataError naming ``source`` when it is zero or not finite (no rotation to take).
+    """
+    qvec = np.asarray(qvec_wxyz, dtype=np.float64)
+    norm = np.linalg.norm(qvec)
+    if not np.isfinite(norm) or norm < 1e-12:
+        raise DataError(f"{source}: quaternion (w, x, y, z) = {qvec.tolist()} is zero or "
+                        f"not finite; it describes no rotation")
+    w, x, y, z = qvec / norm
     return np.array([
         [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
         [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
@@ -197,7 +290,7 @@ def colmap_frames(root: Path) -> tuple[list[PosedFrame], np.ndarray, str]:
     frames = []
     for name, qvec, tvec, _ in sorted(images, key=lambda im: natural_key(im[0])):
         cam_T_world = np.eye(4)
-        cam_T_world[:3, :3] = qvec_to_rotation(qvec)
+        cam_T_world[:3, :3] = qvec_to_rotation(qvec, f"{images_file}, image {name!r}")
         cam_T_world[:3, 3] = tvec
         path = image_dir / name
         if not path.is_file():
@@ -207,4 +300,4 @@ def colmap_frames(root: Path) -> tuple[list[PosedFrame], np.ndarray, str]:
     if image_size(frames[0].color, "colour image") != (height, width):
         raise DataError(f"{cameras_file}: the camera is {width}x{height} (WxH) but image "
                         f"{frames[0].color} is not; intrinsics would not fit")
-    return frames, first, f"{cameras_file} ({width}x{height})"
+    return frames, first, f"{cameras_file}, camera {used[0]} ({width}x{height})"

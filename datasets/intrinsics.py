@@ -35,12 +35,27 @@ def resize_intrinsics(K_33: np.ndarray, from_hw: Sequence[int],
     return K
 
 
+def check_focal_lengths(K_33: np.ndarray, source: str) -> None:
+    """Reject intrinsics that are not finite or whose focal lengths are not positive.
+
+    A zero or negative focal length would divide by zero or mirror every back-projection.
+    """
+    K = np.asarray(K_33, dtype=np.float64)
+    if not np.all(np.isfinite(K)):
+        raise DataError(f"intrinsics from {source} hold non-finite values:\n{K}")
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise DataError(f"intrinsics from {source} have focal lengths fx={K[0, 0]:g}, "
+                        f"fy={K[1, 1]:g}; both must be > 0")
+
+
 def check_principal_point(K_33: np.ndarray, image_hw: Sequence[int], source: str) -> None:
-    """Reject intrinsics whose principal point lies outside the image they describe.
+    """Reject intrinsics that are not finite, with a focal length <= 0, or whose principal
+    point lies outside the image they describe.
 
     Catches the common mistake of pairing full-resolution intrinsics (e.g. ScanNet's
     1296x968 ``intrinsic_color.txt``) with downsized images.
     """
+    check_focal_lengths(K_33, source)
     cx, cy = K_33[0, 2], K_33[1, 2]
     height, width = image_hw
     if not (0 < cx < width and 0 < cy < height):

@@ -61,6 +61,8 @@ def _read_image(path: Path, what: str) -> np.ndarray:
     """
     _check_exists(path, what)
     data = path.read_bytes()
+    if not data:  # cv2.imdecode raises on an empty buffer instead of returning None
+        raise DataError(f"{what} {path} is empty (0 bytes): an interrupted copy or download?")
     for magic, (kind, end) in _FORMAT_ENDS.items():
         if data.startswith(magic) and not data.rstrip(b"\x00\r\n ").endswith(end):
             raise DataError(f"{what} {path} is truncated: the {kind} data stops after "

@@ -58,11 +58,17 @@ def select_frames(poses: Sequence[np.ndarray], frame_interval: int = 1,
     return kept
 
 
+def _is_image_name(path: Path) -> bool:
+    """An image suffix and not hidden: macOS leaves ``._frame.jpg`` (resource forks) and
+    ``.DS_Store`` beside the images on foreign disks."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
 def list_images(folder: Path) -> list[Path]:
     """The colour images of ``folder`` in natural name order."""
     if not folder.is_dir():
         raise DataError(f"image folder not found: {folder}")
-    images = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    images = [p for p in folder.iterdir() if _is_image_name(p) and p.is_file()]
     if not images:
         raise DataError(f"no .png/.jpg images in {folder}")
     return sorted(images, key=lambda p: natural_key(p.name))
@@ -81,22 +87,46 @@ def read_poses_file(path: Path) -> list[np.ndarray]:
             for i, row in enumerate(rows)]
 
 
+def _check_pose_count(poses_file: Path, count: int, images: list[Path]) -> None:
+    """One pose line per image, in name order: name the first image without a pose, or
+    the first line without an image."""
+    if count < len(images):
+        raise DataError(f"poses file {poses_file} has {count} poses but {images[0].parent} has "
+                        f"{len(images)} images: no pose for {images[count].name} and any after "
+                        f"it")
+    if count > len(images):
+        raise DataError(f"poses file {poses_file} has {count} poses but {images[0].parent} has "
+                        f"{len(images)} images: line {len(images) + 1} and after have no image "
+                        f"(a missing image?)")
+
+
+def read_pose_dir(poses_dir: Path, images: list[Path]) -> list[np.ndarray]:
+    """``poses_dir/<stem>.txt`` of every image; a pose file without an image is an error."""
+    stems = {image.stem for image in images}
+    extra = sorted((p.name for p in poses_dir.glob("*.txt")
+                    if not p.name.startswith(".") and p.stem not in stems), key=natural_key)
+    if extra:
+        raise DataError(f"{poses_dir} has pose file(s) without an image in "
+                        f"{images[0].parent}: {', '.join(extra[:5])}"
+                        f"{f' and {len(extra) - 5} more' if len(extra) > 5 else ''}")
+    poses = []
+    for image in images:
+        path = poses_dir / f"{image.stem}.txt"
+        if not path.is_file():
+            raise DataError(f"pose file missing for image {image}: {path}")
+        poses.append(read_pose(path))
+    return poses
+
+
 def folder_frames(root: Path) -> tuple[list[PosedFrame], np.ndarray, str]:
     """Frames, native intrinsics and their source of a ``folder`` capture."""
     images = list_images(root / "images")
     poses_file, poses_dir = root / "poses.txt", root / "poses"
     if poses_file.is_file():
         poses = read_poses_file(poses_file)
-        if len(poses) != len(images):
-            raise DataError(f"poses file {poses_file} has {len(poses)} poses but "
-                            f"{root / 'images'} has {len(images)} images")
+        _check_pose_count(poses_file, len(poses), images)
     elif poses_dir.is_dir():
-        poses = []
-        for image in images:
-            path = poses_dir / f"{image.stem}.txt"
-            if not path.is_file():
-                raise DataError(f"pose file missing for image {image}: {path}")
-            poses.append(read_pose(path))
+        poses = read_pose_dir(poses_dir, images)
     else:
         raise DataError(f"no poses in {root}: expected {poses_file} (one flattened 4x4 per "
                         f"line) or {poses_dir}/<image name>.txt")

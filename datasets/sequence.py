@@ -168,6 +168,9 @@ class PosedSequence(Dataset):
         self.depth_min, self.depth_max = depth_min, depth_max
         self.depth_size = tuple(depth_size) if depth_size is not None else None
         self.skipped_nonfinite = skipped_nonfinite
+        # where K came from, for errors, the log and predict.py's summary
+        self.K_source = K_source or "unknown"
+        logger.info("%s: intrinsics from %s", name, self.K_source)
         self.missing_depth = [f.depth or f.color for f in self.frames
                               if f.depth is None or not f.depth.is_file()]
         if self.missing_depth:

@@ -57,9 +57,12 @@ def read_timestamps(path: Path, columns: int) -> list[tuple[float, list[str]]]:
             raise DataError(f"{path}, line {number}: expected {columns} fields, got "
                             f"{len(fields)}: {line!r}")
         try:
-            rows.append((float(fields[0]), fields[1:]))
+            stamp = float(fields[0])
         except ValueError:
-            raise DataError(f"{path}, line {number}: bad timestamp {fields[0]!r}") from None
+            stamp = float("nan")
+        if not np.isfinite(stamp):  # nan would never match and break the sorted search
+            raise DataError(f"{path}, line {number}: bad timestamp {fields[0]!r}")
+        rows.append((stamp, fields[1:]))
     if not rows:
         raise DataError(f"{path} lists nothing")
     return rows
@@ -75,21 +78,38 @@ def nearest(stamps: np.ndarray, query: float, max_dt: float) -> Optional[int]:
 
 def tum_pose(fields: list[str], source: str) -> np.ndarray:
     """camera-to-world of ``tx ty tz qx qy qz qw``."""
-    tx, ty, tz, qx, qy, qz, qw = (float(v) for v in fields)
+    try:
+        tx, ty, tz, qx, qy, qz, qw = (float(v) for v in fields)
+    except ValueError:
+        raise DataError(f"{source}: cannot parse the pose {' '.join(fields)!r}") from None
     pose = np.eye(4)
-    pose[:3, :3] = qvec_to_rotation(np.array([qw, qx, qy, qz]))
+    pose[:3, :3] = qvec_to_rotation(np.array([qw, qx, qy, qz]), source)
     pose[:3, 3] = (tx, ty, tz)
     return check_rigid_pose(pose, source)
 
 
 def freiburg_intrinsics(root: Path) -> tuple[np.ndarray, str]:
-    match = re.search(r"freiburg([123])", str(root.resolve()))
-    if match is None:
-        raise DataError(f"{root}: no freiburg camera in the folder name; pass its intrinsics "
-                        f"with --intrinsics fx,fy,cx,cy")
-    key = f"freiburg{match.group(1)}"
-    fx, fy, cx, cy = FREIBURG_INTRINSICS[key]
-    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]]), f"TUM {key} preset"
+    """The preset of the freiburg camera in the nearest folder name that names one, and
+    its source (saying which folder chose it: a wrong guess must be visible)."""
+    for part in reversed(root.resolve().parts):
+        match = re.search(r"freiburg([123])", part)
+        if match is not None:
+            key = f"freiburg{match.group(1)}"
+            fx, fy, cx, cy = FREIBURG_INTRINSICS[key]
+            K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
+            return K, (f"TUM {key} preset, chosen because of the folder name {part!r} "
+                       f"(pass --intrinsics fx,fy,cx,cy if that is not the camera)")
+    raise DataError(f"{root}: no freiburg camera in the folder name; pass its intrinsics "
+                    f"with --intrinsics fx,fy,cx,cy")
+
+
+def check_listed_files(root: Path, list_file: Path, rows: list) -> None:
+    """Every file a list names must exist (else frames would fail one by one later)."""
+    missing = [fields[0] for _, fields in rows if not (root / fields[0]).is_file()]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise DataError(f"{list_file} lists {len(missing)} file(s) missing under {root}: "
+                        f"{', '.join(missing[:5])}{more}")
 
 
 def tum_frames(root: Path, K_override: Optional[np.ndarray] = None,
@@ -98,6 +118,8 @@ def tum_frames(root: Path, K_override: Optional[np.ndarray] = None,
     rgb = sorted(read_timestamps(root / "rgb.txt", 2))
     depth_file = root / "depth.txt"
     depth = sorted(read_timestamps(depth_file, 2)) if depth_file.is_file() else []
+    check_listed_files(root, root / "rgb.txt", rgb)
+    check_listed_files(root, depth_file, depth)
     gt_file = root / "groundtruth.txt"
     gt = sorted(read_timestamps(gt_file, 8))
     depth_t = np.array([t for t, _ in depth])

@@ -1,6 +1,7 @@
 """Readers of posed captures (datasets/captures.py, posed.py, colmap.py, tum.py) on files
 written here in each format's documented layout."""
 
+import re
 import struct
 
 import cv2
@@ -129,6 +130,41 @@ def test_folder_errors_name_the_file(tmp_path):
     np.savetxt(tmp_path / "poses.txt", bad.reshape(12, 16))
     with pytest.raises(DataError, match=r"poses\.txt, line 4"):
         open_capture(tmp_path, fmt="folder")
+
+
+def test_folder_ignores_hidden_files_and_image_named_folders(tmp_path):
+    write_folder(tmp_path, count=4)
+    (tmp_path / "images" / "._frame1.png").write_bytes(b"\0\x05\x16\x07")  # macOS fork
+    (tmp_path / "images" / ".DS_Store").write_bytes(b"Bud1")
+    (tmp_path / "images" / "x.png").mkdir()
+    seq = open_capture(tmp_path, height=NET_HW[0], width=NET_HW[1])
+    assert [f.color.name for f in seq.frames] == [f"frame{i}.png" for i in range(4)]
+
+
+def test_pose_image_mismatch_names_the_image(tmp_path):
+    write_folder(tmp_path, count=4)
+    np.savetxt(tmp_path / "poses.txt", make_poses(3).reshape(3, 16))
+    with pytest.raises(DataError, match=r"no pose for frame3\.png"):
+        open_capture(tmp_path)
+    np.savetxt(tmp_path / "poses.txt", make_poses(5).reshape(5, 16))
+    with pytest.raises(DataError, match=r"line 5 and after have no image"):
+        open_capture(tmp_path)
+    (tmp_path / "poses.txt").unlink()
+    (tmp_path / "poses").mkdir()
+    for i, pose in enumerate(make_poses(5)):
+        np.savetxt(tmp_path / "poses" / f"frame{i}.txt", pose)
+    with pytest.raises(DataError, match=r"pose file\(s\) without an image in .*: frame4\.txt"):
+        open_capture(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["colour image", "depth map"])
+def test_zero_byte_images_name_the_file(tmp_path, kind):
+    write_folder(tmp_path, count=4)
+    path = tmp_path / ("images" if kind == "colour image" else "depth") / "frame2.png"
+    path.write_bytes(b"")
+    seq = open_capture(tmp_path, height=NET_HW[0], width=NET_HW[1])
+    with pytest.raises(DataError, match=rf"{kind} {re.escape(str(path))} is empty \(0 bytes\)"):
+        seq[2]
 
 
 def test_undetectable_folder(tmp_path):

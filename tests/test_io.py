@@ -46,3 +46,23 @@ def test_outputs_respect_the_umask(tmp_path, umask, mode):
         assert io_utils.current_umask() == umask
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize("code, cause", [(errno.ENOSPC, "disk full"),
+                                         (errno.EFBIG, "file too large"),
+                                         (errno.EACCES, "permission denied")])
+def test_a_failed_write_names_the_file_and_the_cause(tmp_path, monkeypatch, code, cause):
+    target = tmp_path / "summary.json"
+
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(io_utils.os, "fsync", fail)
+    with pytest.raises(OSError, match=rf"cannot write {re.escape(str(target))}: {cause} "
+                                      rf"\(.*{errno.errorcode[code]}\)") as info:
+        io_utils.save_json({"a": 1}, str(target))
+    assert info.value.errno == code and info.value.filename == str(target)
+    monkeypatch.setattr(io_utils.tempfile, "mkstemp", fail)  # the temporary file's creation
+    with pytest.raises(OSError, match=rf"{re.escape(str(target))}: {cause}"):
+        io_utils.save_json({"a": 1}, str(target))
+    assert not target.exists()

@@ -49,14 +49,23 @@ def current_umask() -> int:
     return mask
 
 
+# What a write error means to the person running the job; strerror alone ("File too
+# large") is easy to misread as a problem of the data rather than of the disk.
+WRITE_CAUSES = {errno.ENOSPC: "disk full", errno.EFBIG: "file too large",
+                errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+                errno.EROFS: "read-only file system", errno.EDQUOT: "disk quota exceeded",
+                errno.EIO: "input/output error (a failing disk or network mount?)"}
+
+
 def _write_error(err: OSError, path: str) -> OSError:
-    """``err`` restated with the file being written and the errno's name."""
+    """``err`` restated with the file being written, the cause in words and the errno."""
     code = err.errno
     if code is None:
         return OSError(f"cannot write {path}: {err}")
     name = errno.errorcode.get(code, str(code))
+    cause = WRITE_CAUSES.get(code, os.strerror(code))
     # OSError(errno, ...) picks the matching subclass (PermissionError for EACCES, ...)
-    return OSError(code, f"cannot write {path}: {os.strerror(code)} ({name})", path)
+    return OSError(code, f"cannot write {path}: {cause} ({os.strerror(code)}, {name})", path)
 
 
 @contextlib.contextmanager
