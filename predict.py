@@ -222,6 +222,10 @@ def fuse_outputs(seq, out: Path, frames: list, opts: PredictOptions, net_hw: tup
     fusion.save_ply(mesh, out / "mesh.ply")
     result = {"mesh": "mesh.ply", "faces": len(mesh), "vertices": len(mesh.vertices_v3),
               "voxel_size": opts.voxel_size, "max_depth": opts.fuse_max_depth}
+    if gt_frames and not any((gt > 0).any() for gt, _, _ in gt_frames):
+        log.warning("%s: the capture's ground-truth depth maps hold no valid pixel; no "
+                    "ground-truth mesh and no mesh metrics", seq.name)
+        gt_frames = []
     if gt_frames:
         gt_mesh, _ = fusion.fuse_depths(gt_frames, opts.voxel_size, opts.fuse_max_depth,
                                         device=device)

@@ -66,3 +66,34 @@ def test_a_failed_write_names_the_file_and_the_cause(tmp_path, monkeypatch, code
     with pytest.raises(OSError, match=rf"{re.escape(str(target))}: {cause}"):
         io_utils.save_json({"a": 1}, str(target))
     assert not target.exists()
+
+
+class _FillingFile:
+    """A file on a disk that fills up after ``room`` bytes."""
+
+    def __init__(self, f, room: int = 1000):
+        self.f, self.room = f, room
+
+    def write(self, data) -> int:
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self.f.__exit__(*exc)
+
+
+def test_a_checkpoint_written_to_a_full_disk_says_the_disk_is_full(tmp_path, monkeypatch):
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(io_utils.os, "fdopen", lambda *a, **k: _FillingFile(real_fdopen(*a, **k)))
+    path = tmp_path / "model_000000.ckpt"
+    with pytest.raises(OSError, match=f"cannot write {re.escape(str(path))}: disk full"):
+        io_utils.save_torch({"weights": np.zeros(10_000)}, str(path))
+    assert not list(tmp_path.iterdir())

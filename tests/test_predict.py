@@ -198,3 +198,15 @@ def test_a_missing_checkpoint_says_where_the_released_one_is(tmp_path):
     with pytest.raises(FileNotFoundError, match="github.com/xxlong0/ESTDepth.*train_hybrid"):
         predict.main(["--input", str(tmp_path / "capture"), "--output", str(tmp_path / "o"),
                       "--loadckpt", str(tmp_path / "model_000006.ckpt")] + TINY)
+
+
+def test_ground_truth_without_a_valid_pixel_is_said_and_gives_no_mesh_metrics(redkitchen,
+                                                                              tmp_path, capfd):
+    capture = as_folder_capture(redkitchen, tmp_path / "capture", frames=range(150, 180))
+    for link in (capture / "depth").iterdir():
+        link.unlink()
+        cv2.imwrite(str(link), np.zeros((480, 640), np.uint16))
+    summary = predict.main(["--input", str(capture), "--output", str(tmp_path / "out"),
+                            "--frame_interval", "10", "--voxel_size", "0.05"] + TINY)
+    assert "ground-truth depth maps hold no valid pixel" in capfd.readouterr().err
+    assert "metrics" not in summary["fusion"] and (tmp_path / "out" / "mesh.ply").is_file()

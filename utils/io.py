@@ -7,6 +7,7 @@ clears what a killed writer left. :func:`folder_lock` keeps two runs out of one 
 
 import contextlib
 import hashlib
+import io
 import errno
 import json
 import os
@@ -166,8 +167,12 @@ def folder_lock(folder: str, what: str = ""):
 
 
 def save_torch(obj, path: str) -> None:
+    """``torch.save`` atomically. Serialised in memory first: torch's writer turns a full
+    disk into an opaque "unexpected pos" error, a plain write says what happened."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+        f.write(buffer.getbuffer())
 
 
 def save_npy(array: np.ndarray, path: str) -> None:
