@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from datasets.colmap import colmap_frames, find_model
-from datasets.io import DataError
+from datasets.io import DataError, not_found
 from datasets.posed import folder_frames, select_frames
 from datasets.scannet import ScanNetSequence
 from datasets.sequence import PosedSequence
@@ -39,7 +39,7 @@ def detect_format(root: Path) -> str:
         raise DataError(f"{root} is a ScanNet .sens file: export it first with "
                         f"`python -m datasets.scannet_export {root} OUT_DIR`")
     if not root.is_dir():
-        raise DataError(f"capture folder not found: {root}")
+        raise not_found(root, "capture folder")
     if (root / "rgb.txt").is_file() and (root / "groundtruth.txt").is_file():
         return "tum"
     if (root / "images").is_dir() and ((root / "poses.txt").is_file()

@@ -8,6 +8,7 @@ silently skipped, replaced or defaulted. Loaders that must *react* to a non-fini
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -28,9 +29,21 @@ class NonFinitePoseError(DataError):
     """A pose file holds inf/nan (ScanNet marks frames its tracker lost this way)."""
 
 
+def not_found(path, what: str) -> DataError:
+    """The error for a missing ``path``; a symbolic link that leads nowhere (broken, or a
+    loop) is named as such, since the path itself does exist."""
+    if os.path.islink(path):
+        try:
+            os.stat(path)
+        except OSError as err:
+            return DataError(f"{what} {path} is a symbolic link that leads nowhere "
+                             f"({err.strerror})")
+    return DataError(f"{what} not found: {path}")
+
+
 def _check_exists(path: Path, what: str) -> None:
     if not path.is_file():
-        raise DataError(f"{what} not found: {path}")
+        raise not_found(path, what)
 
 
 def _check_hw(path: Path, what: str, actual_hw: Tuple[int, int],

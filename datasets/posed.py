@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from datasets.io import DataError, check_rigid_pose, read_intrinsics, read_pose
+from datasets.io import DataError, check_rigid_pose, not_found, read_intrinsics, read_pose
 from datasets.sequence import PosedFrame
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -67,7 +67,7 @@ def _is_image_name(path: Path) -> bool:
 def list_images(folder: Path) -> list[Path]:
     """The colour images of ``folder`` in natural name order."""
     if not folder.is_dir():
-        raise DataError(f"image folder not found: {folder}")
+        raise not_found(folder, "image folder")
     images = [p for p in folder.iterdir() if _is_image_name(p) and p.is_file()]
     if not images:
         raise DataError(f"no .png/.jpg images in {folder}")

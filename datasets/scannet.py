@@ -79,7 +79,8 @@ class ScanNetSequence(PosedSequence):
                  intrinsics: str = "official", depth_size: Optional[Sequence[int]] = None):
         scene_dir = Path(scene_dir)
         K_33, K_hw, source = scannet_intrinsics(scene_dir, intrinsics)
-        frames, skipped = read_scan_frames(list_scannet_frames(scene_dir), frame_interval, str(scene_dir))
+        frames, skipped = read_scan_frames(list_scannet_frames(scene_dir), frame_interval,
+                                           str(scene_dir))
         super().__init__(frames, K_33, height, width, K_hw=K_hw, depth_min=depth_min,
                          depth_max=depth_max, depth_size=depth_size, name=str(scene_dir),
                          K_source=source, skipped_nonfinite=len(skipped))

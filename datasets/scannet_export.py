@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datasets.io import DataError
+from datasets.io import DataError, not_found
 from utils.io import atomic_open, folder_lock, remove_stale_temps, save_json, save_text
 from utils.paths import check_apart
 
@@ -230,7 +230,7 @@ def export(sens_path, out, frame_skip: int = 1, progress: bool = True,
     if frame_skip < 1:
         raise ValueError(f"--frame_skip must be >= 1, got {frame_skip}")
     if not sens_path.is_file():
-        raise DataError(f".sens file not found: {sens_path}")
+        raise not_found(sens_path, ".sens file")
     check_apart(out, sens_path)  # an export folder must not swallow or hold its source
     with folder_lock(str(out), "datasets.scannet_export"):
         claim_output(out, sens_path, overwrite)

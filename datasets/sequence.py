@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import Dataset
 
 from datasets.intrinsics import check_principal_point, resize_intrinsics
-from datasets.io import (DataError, NonFinitePoseError, image_size, mask_depth_range, read_color,
-                         read_depth, read_pose)
+from datasets.io import (DataError, NonFinitePoseError, image_size, mask_depth_range, not_found,
+                         read_color, read_depth, read_pose)
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def index_files(folder: Path, pattern: str, canonical: Callable[[int], str]) -> 
     differently padded name would otherwise be read as a missing file later.
     """
     if not folder.is_dir():
-        raise DataError(f"folder not found: {folder}")
+        raise not_found(folder, "folder")
     regex = re.compile(pattern)
     found = {}
     for path in folder.iterdir():

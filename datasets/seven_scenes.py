@@ -94,7 +94,8 @@ class SevenScenesSequence(PosedSequence):
                  intrinsics: str = "official", depth_size: Optional[Sequence[int]] = None):
         seq_dir = Path(seq_dir)
         K_33, K_hw, source = seven_scenes_intrinsics(seq_dir, intrinsics)
-        frames, skipped = read_scan_frames(list_seven_scenes_frames(seq_dir), frame_interval, str(seq_dir))
+        frames, skipped = read_scan_frames(list_seven_scenes_frames(seq_dir), frame_interval,
+                                           str(seq_dir))
         super().__init__(frames, K_33, height, width, K_hw=K_hw, depth_min=depth_min,
                          depth_max=depth_max, depth_size=depth_size, name=str(seq_dir),
                          K_source=source, skipped_nonfinite=len(skipped))

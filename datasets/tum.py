@@ -28,7 +28,7 @@ import numpy as np
 
 from datasets.colmap import qvec_to_rotation
 from datasets.intrinsics import resize_intrinsics
-from datasets.io import DataError, check_rigid_pose, image_size
+from datasets.io import DataError, check_rigid_pose, image_size, not_found
 from datasets.sequence import PosedFrame
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ FREIBURG_INTRINSICS = {
 def read_timestamps(path: Path, columns: int) -> list[tuple[float, list[str]]]:
     """``[(timestamp, other fields)]`` of a TUM list file, each line ``columns`` fields."""
     if not path.is_file():
-        raise DataError(f"TUM file not found: {path}")
+        raise not_found(path, "TUM file")
     rows = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()

@@ -130,3 +130,15 @@ def test_poses_that_are_not_rigid_transforms_name_the_file(tmp_path, change, mes
 def test_real_7scenes_poses_pass_the_rigidity_check(redkitchen):
     for path in sorted(redkitchen.glob("*.pose.txt")):
         read_pose(path)
+
+
+def test_a_looping_or_broken_link_is_named_as_such(tmp_path):
+    from datasets.captures import open_capture
+
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "broken").symlink_to(tmp_path / "nowhere")
+    for name in ("loop", "broken"):
+        with pytest.raises(DataError, match=f"{name} is a symbolic link that leads nowhere"):
+            open_capture(tmp_path / name)
+    with pytest.raises(DataError, match="capture folder not found"):
+        open_capture(tmp_path / "absent")
