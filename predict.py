@@ -11,6 +11,7 @@ Writes ``OUT/depth/<frame>.png`` (uint16 millimetres, network resolution),
 depth in the capture also ``OUT/mesh_gt.ply`` (fused from it with the same settings) and
 the metrics. Re-running the same command resumes: finished depth maps are reused, an
 interrupted prediction restarts from the first frame (the EST memory needs the stream).
+A COLMAP capture's scale is checked against the model's depth planes (``--pose_scale``).
 Formats and options: datasets/posed.py, configs/default.yaml ``predict:``, ``--help``.
 """
 
@@ -28,7 +29,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from datasets import capture_scale
 from datasets.captures import open_capture
+from datasets.colmap import colmap_points
 from datasets.intrinsics import resize_intrinsics
 from datasets.io import DataError, read_depth
 from datasets.prefetch import prefetched
@@ -138,8 +141,10 @@ def save_depth_png(depth_hw: np.ndarray, path: Path) -> None:
         f.write(buf.tobytes())
 
 
-def predict_depths(args, seq, out: Path, config_hash: str, device, ckpt: dict | None) -> dict:
-    """Run the model over the sequence and write a depth PNG (+ preview) per target frame."""
+def predict_depths(args, seq, out: Path, config_hash: str, device, ckpt: dict | None,
+                   pose_scale: float = 1.0) -> dict:
+    """Run the model over the sequence and write a depth PNG (+ preview) per target frame;
+    the PNG in the capture's units (the network's metres divided by ``pose_scale``)."""
     for folder in ("depth", "preview"):  # an interrupted attempt: start clean
         shutil.rmtree(out / folder, ignore_errors=True)
     protocol = make_protocol(args.predict)
@@ -163,7 +168,7 @@ def predict_depths(args, seq, out: Path, config_hash: str, device, ckpt: dict | 
             for t, index in protocol.targets(window):
                 depth = outputs[("depth", t, 0)][0, 0].float().cpu().numpy()
                 stem = stems[index]
-                save_depth_png(depth, out / "depth" / f"{stem}.png")
+                save_depth_png(depth / pose_scale, out / "depth" / f"{stem}.png")
                 files.append(f"depth/{stem}.png")
                 if args.save_images:
                     rgb = colorize_depth(depth, max_depth=COLOR_MAX_DEPTH)
@@ -201,16 +206,18 @@ def depth_metrics(seq, out: Path, frames: list, opts: PredictOptions) -> dict | 
 
 
 def fuse_outputs(seq, out: Path, frames: list, opts: PredictOptions, net_hw: tuple,
-                 device) -> dict:
+                 device, pose_scale: float = 1.0) -> dict:
     """Fuse the predicted (and, when there, ground-truth) depths; mesh metrics with both.
 
     ``net_hw``: the network's input size, which the sequence's intrinsics are scaled to.
+    ``pose_scale``: fusion runs in the network's metres (the voxel size is in metres, the
+    poses are scaled); the mesh is written in the capture's units.
     """
     K_net = seq.cam_intr.numpy().astype(np.float64)
     pred_frames, gt_frames = [], []
     for frame in frames:
         pose = seq.poses[frame["index"]]
-        pred = read_depth(out / "depth" / f"{frame['stem']}.png")
+        pred = read_depth(out / "depth" / f"{frame['stem']}.png") * np.float32(pose_scale)
         pred_frames.append((pred, resize_intrinsics(K_net, net_hw, pred.shape), pose))
         item = seq[frame["index"]]
         if item["dmap"] is not None:
@@ -219,7 +226,8 @@ def fuse_outputs(seq, out: Path, frames: list, opts: PredictOptions, net_hw: tup
     start = time.perf_counter()
     mesh, _ = fusion.fuse_depths(pred_frames, opts.voxel_size, opts.fuse_max_depth,
                                  device=device)
-    fusion.save_ply(mesh, out / "mesh.ply")
+    fusion.save_ply(fusion.Mesh(mesh.vertices_v3 / np.float32(pose_scale), mesh.faces_f3)
+                    if pose_scale != 1.0 else mesh, out / "mesh.ply")
     result = {"mesh": "mesh.ply", "faces": len(mesh), "vertices": len(mesh.vertices_v3),
               "voxel_size": opts.voxel_size, "max_depth": opts.fuse_max_depth}
     if gt_frames and not any((gt > 0).any() for gt, _, _ in gt_frames):
@@ -236,6 +244,40 @@ def fuse_outputs(seq, out: Path, frames: list, opts: PredictOptions, net_hw: tup
     return result
 
 
+def rescale_capture(args, seq) -> dict:
+    """``--pose_scale`` on ``seq`` (its poses scaled in place): ``{"scale", "why"}`` and,
+    for a COLMAP capture, the sparse depths measured (:mod:`datasets.capture_scale`)."""
+    option = capture_scale.parse_pose_scale(args.predict.pose_scale)
+    if seq.format != "colmap":
+        if option == "auto":
+            raise ValueError(f"--pose_scale auto measures the scale from a COLMAP model's 3D "
+                             f"points; {args.input} is a {seq.format} capture (pass S)")
+        if option == "check":
+            return {"scale": 1.0, "why": f"{seq.format} captures are metric"}
+        if seq.depth_hw is not None:
+            raise ValueError(f"--pose_scale {option:g}: {args.input} holds ground-truth depth "
+                             f"in metres, so its poses are metric")
+        seq.poses = capture_scale.scale_poses(seq.poses, option)
+        return {"scale": option, "why": f"--pose_scale {option:g} as given"}
+    points, source = colmap_points(Path(args.input), required=option == "auto")
+    if points is None:
+        why = f"{source} not found: the capture's scale is not checked"
+        if option == "check":
+            log.warning("%s; if depths look wrong, pass --pose_scale S", why)
+            return {"scale": 1.0, "why": why}
+        seq.poses = capture_scale.scale_poses(seq.poses, option)
+        return {"scale": option, "why": f"--pose_scale {option:g} as given; {why}"}
+    depths = capture_scale.sparse_depths(points, seq.poses, seq.cam_intr.double().numpy(),
+                                         (seq.height, seq.width))
+    summary = capture_scale.depth_summary(depths, args.depth_min, args.depth_max)
+    scale, why = capture_scale.choose_pose_scale(option, summary, args.depth_min,
+                                                 args.depth_max, str(source))
+    log.info(why)
+    if scale != 1.0:
+        seq.poses = capture_scale.scale_poses(seq.poses, scale)
+    return {"scale": scale, "why": why, "sparse_depths": summary}
+
+
 def check_options(args) -> None:
     """Refuse option values prediction or fusion cannot use, before any frame is predicted
     (fusion runs last: a bad --voxel_size would otherwise fail after the whole prediction).
@@ -245,6 +287,7 @@ def check_options(args) -> None:
         ValueError naming the option and its value.
     """
     opts = args.predict
+    capture_scale.parse_pose_scale(opts.pose_scale)
     positive = {"--tum_max_dt": opts.tum_max_dt}
     if args.fuse:
         positive.update({"--voxel_size": opts.voxel_size,
@@ -276,6 +319,7 @@ def main(argv=None) -> dict:
     seq = open_capture(args.input, args.format, args.height, args.width, args.frame_interval,
                        args.min_baseline, args.min_rotation, args.intrinsics,
                        args.min_depth_eval, args.max_depth_eval, args.tum_max_dt)
+    scale = rescale_capture(args, seq)
     config_hash, hashed = run_identity(args, seq)
     log.info("%s (%s): %d frames -> %s (configuration %s, %s on %s)", args.input, seq.format,
              len(seq), out, config_hash, args.mode, device)
@@ -284,19 +328,19 @@ def main(argv=None) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     with folder_lock(str(out), "predict.py"):
-        summary = predict_locked(args, seq, out, config_hash, hashed, device, ckpt)
+        summary = predict_locked(args, seq, out, config_hash, hashed, device, ckpt, scale)
     log.info("wrote %s", out / SUMMARY)
     return summary
 
 
 def predict_locked(args, seq, out: Path, config_hash: str, hashed: dict, device,
-                   ckpt: dict | None) -> dict:
+                   ckpt: dict | None, scale: dict) -> dict:
     """Depths (reused when finished for this configuration), metrics, mesh and summary, with
-    ``out`` locked against a second run."""
+    ``out`` locked against a second run. ``scale``: :func:`rescale_capture`'s."""
     marker = finished_marker(out, config_hash, args.overwrite, name=DEPTH_DONE,
                              fmt=DEPTH_FORMAT, other_output="--output")
     if marker is None:
-        marker = predict_depths(args, seq, out, config_hash, device, ckpt)
+        marker = predict_depths(args, seq, out, config_hash, device, ckpt, scale["scale"])
     else:
         log.info("depths already predicted in %s (%d frames), reused", out,
                  len(marker["frames"]))
@@ -304,7 +348,7 @@ def predict_locked(args, seq, out: Path, config_hash: str, hashed: dict, device,
     summary = {
         "format": FORMAT, "version": VERSION, "config_hash": config_hash,
         "input": str(args.input), "capture_format": seq.format,
-        "intrinsics_source": seq.K_source,
+        "intrinsics_source": seq.K_source, "pose_scale": scale,
         "checkpoint": args.loadckpt, "random_weights": not args.loadckpt,
         "frames": [f["stem"] for f in frames], "num_frames": len(frames),
         "sequence_frames": len(seq),
@@ -316,7 +360,7 @@ def predict_locked(args, seq, out: Path, config_hash: str, hashed: dict, device,
     summary["depth_metrics"] = depth_metrics(seq, out, frames, args.predict)
     if args.fuse:
         summary["fusion"] = fuse_outputs(seq, out, frames, args.predict,
-                                         (args.height, args.width), device)
+                                         (args.height, args.width), device, scale["scale"])
     save_json(summary, str(out / SUMMARY))
     if summary["depth_metrics"]:
         log.info("depth metrics over %d frames: %s", summary["depth_metrics"]["frames"],

@@ -1,7 +1,7 @@
 """COLMAP sparse models (text and binary) as posed frames.
 
 Reads ``cameras.{txt,bin}`` and ``images.{txt,bin}`` as documented in COLMAP's "Output
-format" page; ``points3D`` is not needed. The model is looked for in ``DIR``,
+format" page; ``points3D`` only for the capture's scale (:func:`colmap_points`). The model is looked for in ``DIR``,
 ``DIR/sparse`` and ``DIR/sparse/0``; the images in ``DIR/images`` (their names in the
 model are relative to it).
 
@@ -227,6 +227,57 @@ def _read_image_record(reader: _Reader, record: str) -> tuple:
     # x, y (double) and point3D id (int64) per point
     reader.skip(num_points * 24, f"{record}'s {num_points} points")
     return name, np.array(values[1:5]), np.array(values[5:8]), values[8]
+
+
+def read_points_text(path: Path) -> np.ndarray:
+    """``[P, 3]`` world positions of ``points3D.txt`` (``ID X Y Z R G B ERROR TRACK[]``)."""
+    points = []
+    for number, line in _data_lines(path):
+        if not line:
+            continue
+        fields = line.split()
+        try:
+            points.append([float(v) for v in fields[1:4]])
+        except ValueError:
+            raise DataError(f"{path}, line {number}: expected POINT3D_ID X Y Z ..., got "
+                            f"{line[:60]!r}") from None
+        if len(fields) < 8 or not np.all(np.isfinite(points[-1])):
+            raise DataError(f"{path}, line {number}: not a point record: {line[:60]!r}")
+    _check_declared_count(path, "points", len(points))
+    return np.array(points, dtype=np.float64).reshape(-1, 3)
+
+
+def read_points_binary(path: Path) -> np.ndarray:
+    """``[P, 3]`` world positions of ``points3D.bin``."""
+    reader = _Reader(path)
+    count = reader.read("<Q", "the point count")[0]
+    points = np.empty((min(count, len(reader.data) // 51), 3))  # 51: the smallest record
+    for k in range(count):
+        record = f"point record {k + 1} of {count}"
+        if k == len(points):
+            reader._need(51, record)  # a count the file cannot hold
+        values = reader.read("<Q3d3BdQ", record)
+        reader.skip(values[-1] * 8, f"{record}'s track of {values[-1]} images")
+        points[k] = values[1:4]
+    reader.check_end(f"{count} points")
+    if not np.all(np.isfinite(points)):
+        raise DataError(f"{path}: non-finite point coordinates")
+    return points
+
+
+def colmap_points(root: Path, required: bool = True) -> tuple[Optional[np.ndarray], Path]:
+    """The sparse model's 3D points ``[P, 3]`` (world, the model's units) and their file;
+    ``None`` for the points when the file is absent and not ``required``."""
+    folder, ext = find_model(root)
+    path = folder / f"points3D.{ext}"
+    if not path.is_file() and not required:
+        return None, path
+    if not path.is_file():
+        raise DataError(f"{path} not found: the capture's scale is measured from the sparse "
+                        f"model's 3D points (export them with the model, or pass "
+                        f"--pose_scale S)")
+    points = read_points_text(path) if ext == "txt" else read_points_binary(path)
+    return points, path
 
 
 def pinhole_intrinsics(model: str, params: np.ndarray, source: str) -> np.ndarray:

@@ -259,6 +259,10 @@ class PredictOptions:
     min_rotation: float = opt(0.0, "keyframes: ... or turned this many degrees")
     tum_max_dt: float = opt(0.02, "TUM: largest time difference (s) between a colour frame "
                             "and its depth map / pose")
+    pose_scale: str = opt("check", "COLMAP captures: check (refuse when the sparse points' "
+                          "depths miss the model's planes), auto (rescale the poses to fit "
+                          "them), or S (multiply the poses by S); outputs stay in the "
+                          "capture's units")
     loadckpt: Optional[str] = opt(None, "checkpoint to run (official or own, loaded "
                                   "strictly); without it the weights are random")
     mode: str = opt("estm", "estm (a 3-frame window sliding one frame, with memory) or joint "
