@@ -173,7 +173,9 @@ class PosedSequence(Dataset):
         logger.info("%s: intrinsics from %s", name, self.K_source)
         self.missing_depth = [f.depth or f.color for f in self.frames
                               if f.depth is None or not f.depth.is_file()]
-        if self.missing_depth:
+        if len(self.missing_depth) == len(self.frames):  # a capture without depth (COLMAP)
+            logger.info("%s: no ground-truth depth", name)
+        elif self.missing_depth:
             logger.warning("%s: %d frame(s) have no ground-truth depth: %s", name,
                            len(self.missing_depth), ", ".join(str(p) for p in self.missing_depth))
         self.color_hw = image_size(self.frames[0].color, "colour image")

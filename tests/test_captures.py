@@ -13,7 +13,7 @@ from datasets.captures import detect_format, open_capture
 from datasets.colmap import MODEL_IDS, qvec_to_rotation
 from datasets.io import DataError
 from datasets.posed import select_frames
-from datasets.sequence import PosedSequence
+from datasets.sequence import PosedFrame, PosedSequence
 from datasets.tum import FREIBURG_INTRINSICS
 
 HEIGHT, WIDTH = 150, 200  # native size of the written images (not 640x480)
@@ -322,3 +322,23 @@ def test_tum_intrinsics_option_and_errors(tmp_path):
     (root / "groundtruth.txt").write_text("1305031102.0 1 2 3\n")
     with pytest.raises(DataError, match=r"groundtruth\.txt, line 1: expected 8 fields"):
         open_capture(root, fmt="tum", intrinsics="180,170,99.5,74.5")
+
+
+def test_missing_depth_warns_only_when_some_frames_have_it(tmp_path, caplog):
+    """A capture without any depth (COLMAP) is said once at info level; a capture that lacks
+    depth for some frames only warns and names them."""
+    names = write_images(tmp_path / "images", 3)
+    write_depth(tmp_path / "depth" / names[0], 2.0)
+    poses = make_poses(3)
+    bare = [PosedFrame(tmp_path / "images" / n, poses[i]) for i, n in enumerate(names)]
+    with caplog.at_level("INFO", logger="datasets.sequence"):
+        PosedSequence(bare, K_NATIVE, *NET_HW, name="bare")
+    assert [r.levelname for r in caplog.records if "ground-truth" in r.message] == ["INFO"]
+    caplog.clear()
+    partial = [PosedFrame(f.color, f.world_T_cam_44, tmp_path / "depth" / n)
+               for f, n in zip(bare, names)]
+    with caplog.at_level("INFO", logger="datasets.sequence"):
+        PosedSequence(partial, K_NATIVE, *NET_HW, name="partial")
+    warned = [r.message for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "2 frame(s) have no ground-truth depth" in warned[0]
+    assert names[1] in warned[0] and names[0] not in warned[0]
