@@ -31,13 +31,14 @@ from tqdm import tqdm
 
 from datasets import capture_scale
 from datasets.captures import open_capture
-from datasets.colmap import colmap_points
 from datasets.intrinsics import resize_intrinsics
 from datasets.io import DataError, read_depth
 from datasets.prefetch import prefetched
 from datasets.scannet_export import unfinished_export
 from evaluation import fusion
 from evaluation import metrics as metrics_mod
+from evaluation import pictures as pictures_mod
+from evaluation.pictures import rgb_of
 from evaluation.inference_loop import infer_windows
 from evaluation.protocols import estm_protocol, joint_protocol
 from evaluation.run import apply_checkpoint_options, build_model
@@ -110,6 +111,9 @@ def run_identity(args, seq) -> tuple[str, dict]:
         "resnet": args.resnet, "ndepths": args.ndepths, "depth_min": float(args.depth_min),
         "depth_max": float(args.depth_max), "IF_EST_transformer": bool(args.IF_EST_transformer),
         "height": args.height, "width": args.width, "save_images": bool(args.save_images),
+        "pictures": [bool(args.save_confidence), bool(args.save_clouds),
+                     bool(args.save_video), float(args.video_fps)]
+        + ([float(args.voxel_size), float(args.fuse_max_depth)] if args.save_clouds else []),
         # frames by their place in the capture, not where it lies: a moved capture reuses
         "frames": [capture_relative(p, args.input) for p in frame_paths(seq)],
         "poses": hashlib.sha256(np.stack(seq.poses).astype(np.float64).tobytes()).hexdigest(),
@@ -145,7 +149,7 @@ def predict_depths(args, seq, out: Path, config_hash: str, device, ckpt: dict | 
                    pose_scale: float = 1.0) -> dict:
     """Run the model over the sequence and write a depth PNG (+ preview) per target frame;
     the PNG in the capture's units (the network's metres divided by ``pose_scale``)."""
-    for folder in ("depth", "preview"):  # an interrupted attempt: start clean
+    for folder in ("depth", "preview", "confidence", "cloud"):  # an interrupted attempt
         shutil.rmtree(out / folder, ignore_errors=True)
     protocol = make_protocol(args.predict)
     windows = protocol.windows(len(seq))
@@ -158,32 +162,54 @@ def predict_depths(args, seq, out: Path, config_hash: str, device, ckpt: dict | 
                          f"{next(s for s in stems if stems.count(s) > 1)!r}; outputs are "
                          f"named by it")
     model = make_model(args, device, ckpt)
+    pictures = picture_writer(args, seq, out, pose_scale)
     memory = MemoryBuffer(protocol.memory_size) if model.IF_EST_transformer else None
     targets = sum(len(protocol.targets(w)) for w in windows)
     frames, files = [], []
     start = time.perf_counter()
     with tqdm(total=targets, desc="predict", unit="frame", dynamic_ncols=True) as bar, \
-            prefetched(seq, windows, args.num_workers) as ahead:
+            prefetched(seq, windows, args.num_workers) as ahead, pictures:
         for window, batch, outputs in infer_windows(model, ahead, windows, memory):
             for t, index in protocol.targets(window):
-                depth = outputs[("depth", t, 0)][0, 0].float().cpu().numpy()
                 stem = stems[index]
-                save_depth_png(depth / pose_scale, out / "depth" / f"{stem}.png")
-                files.append(f"depth/{stem}.png")
-                if args.save_images:
-                    rgb = colorize_depth(depth, max_depth=COLOR_MAX_DEPTH)
-                    save_image(str(out / "preview" / f"{stem}.jpg"),
-                               cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-                    files.append(f"preview/{stem}.jpg")
+                files += write_target(args, out, pictures, stem, outputs, t,
+                                      batch["imgs"][window.index(index)], seq.poses[index],
+                                      pose_scale)
                 frames.append({"index": index, "stem": stem,
                                "image": batch["img_paths"][window.index(index)]})
                 bar.update(1)
+    files += pictures.finish()
     seconds = time.perf_counter() - start
     marker = {"format": DEPTH_FORMAT, "config_hash": config_hash, "frames": frames,
               "windows": len(windows), "inference_s": seconds,
               "frames_per_s": len(frames) / seconds if seconds > 0 else None,
               "random_weights": not args.loadckpt}
     return write_marker(out, marker, files, name=DEPTH_DONE)
+
+
+def write_target(args, out: Path, pictures, stem: str, outputs: dict, t: int, img_3hw,
+                 world_T_cam_44, pose_scale: float) -> list[str]:
+    """One predicted frame's files (relative paths): the depth PNG in the capture's units,
+    the preview and the optional pictures."""
+    depth = outputs[("depth", t, 0)][0, 0].float().cpu().numpy()
+    save_depth_png(depth / pose_scale, out / "depth" / f"{stem}.png")
+    files = [f"depth/{stem}.png"]
+    if args.save_images:
+        rgb = colorize_depth(depth, max_depth=COLOR_MAX_DEPTH)
+        save_image(str(out / "preview" / f"{stem}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        files.append(f"preview/{stem}.jpg")
+    return files + pictures.add(stem, depth, pictures_mod.confidence_map(outputs, t, depth.shape),
+                                rgb_of(img_3hw), world_T_cam_44)
+
+
+def picture_writer(args, seq, out: Path, pose_scale: float) -> pictures_mod.PictureWriter:
+    """``--save_confidence --save_clouds --save_video`` (see evaluation/pictures.py)."""
+    opts = args.predict
+    fps = (opts.video_fps or 30.0 / args.frame_interval) if opts.save_video else None
+    return pictures_mod.PictureWriter(
+        out, seq.cam_intr.double().numpy(), pose_scale, confidence=opts.save_confidence,
+        clouds=opts.save_clouds, video_fps=fps, voxel=opts.voxel_size,
+        max_depth=opts.fuse_max_depth, color_max_depth=COLOR_MAX_DEPTH)
 
 
 def depth_metrics(seq, out: Path, frames: list, opts: PredictOptions) -> dict | None:
@@ -244,40 +270,6 @@ def fuse_outputs(seq, out: Path, frames: list, opts: PredictOptions, net_hw: tup
     return result
 
 
-def rescale_capture(args, seq) -> dict:
-    """``--pose_scale`` on ``seq`` (its poses scaled in place): ``{"scale", "why"}`` and,
-    for a COLMAP capture, the sparse depths measured (:mod:`datasets.capture_scale`)."""
-    option = capture_scale.parse_pose_scale(args.predict.pose_scale)
-    if seq.format != "colmap":
-        if option == "auto":
-            raise ValueError(f"--pose_scale auto measures the scale from a COLMAP model's 3D "
-                             f"points; {args.input} is a {seq.format} capture (pass S)")
-        if option == "check":
-            return {"scale": 1.0, "why": f"{seq.format} captures are metric"}
-        if seq.depth_hw is not None:
-            raise ValueError(f"--pose_scale {option:g}: {args.input} holds ground-truth depth "
-                             f"in metres, so its poses are metric")
-        seq.poses = capture_scale.scale_poses(seq.poses, option)
-        return {"scale": option, "why": f"--pose_scale {option:g} as given"}
-    points, source = colmap_points(Path(args.input), required=option == "auto")
-    if points is None:
-        why = f"{source} not found: the capture's scale is not checked"
-        if option == "check":
-            log.warning("%s; if depths look wrong, pass --pose_scale S", why)
-            return {"scale": 1.0, "why": why}
-        seq.poses = capture_scale.scale_poses(seq.poses, option)
-        return {"scale": option, "why": f"--pose_scale {option:g} as given; {why}"}
-    depths = capture_scale.sparse_depths(points, seq.poses, seq.cam_intr.double().numpy(),
-                                         (seq.height, seq.width))
-    summary = capture_scale.depth_summary(depths, args.depth_min, args.depth_max)
-    scale, why = capture_scale.choose_pose_scale(option, summary, args.depth_min,
-                                                 args.depth_max, str(source))
-    log.info(why)
-    if scale != 1.0:
-        seq.poses = capture_scale.scale_poses(seq.poses, scale)
-    return {"scale": scale, "why": why, "sparse_depths": summary}
-
-
 def check_options(args) -> None:
     """Refuse option values prediction or fusion cannot use, before any frame is predicted
     (fusion runs last: a bad --voxel_size would otherwise fail after the whole prediction).
@@ -319,7 +311,8 @@ def main(argv=None) -> dict:
     seq = open_capture(args.input, args.format, args.height, args.width, args.frame_interval,
                        args.min_baseline, args.min_rotation, args.intrinsics,
                        args.min_depth_eval, args.max_depth_eval, args.tum_max_dt)
-    scale = rescale_capture(args, seq)
+    scale = capture_scale.rescale_sequence(seq, args.predict.pose_scale, Path(args.input),
+                                           args.depth_min, args.depth_max)
     config_hash, hashed = run_identity(args, seq)
     log.info("%s (%s): %d frames -> %s (configuration %s, %s on %s)", args.input, seq.format,
              len(seq), out, config_hash, args.mode, device)

@@ -18,11 +18,16 @@ Outputs go back to the capture's own units (depths divided by the scale).
 
 from __future__ import annotations
 
+import logging
 import math
+from pathlib import Path
 
 import numpy as np
 
+from datasets.colmap import colmap_points
 from datasets.io import DataError
+
+logger = logging.getLogger(__name__)
 
 FIT_FRACTION = 0.8
 PERCENTILES = (5, 50, 95)
@@ -113,3 +118,38 @@ def scale_poses(world_T_cams: list, scale: float) -> list:
         pose[:3, 3] *= scale
         scaled.append(pose)
     return scaled
+
+
+def rescale_sequence(seq, option: str, root: Path, depth_min: float,
+                     depth_max: float) -> dict:
+    """``--pose_scale option`` on ``seq`` (an opened capture with a ``format``; its poses are
+    scaled in place): ``{"scale", "why"}`` and, for a COLMAP capture, the sparse depths
+    measured. ``depth_min``/``depth_max``: the model's planes."""
+    option = parse_pose_scale(option)
+    if seq.format != "colmap":
+        if option == "auto":
+            raise ValueError(f"--pose_scale auto measures the scale from a COLMAP model's 3D "
+                             f"points; {root} is a {seq.format} capture (pass S)")
+        if option == "check":
+            return {"scale": 1.0, "why": f"{seq.format} captures are metric"}
+        if seq.depth_hw is not None:
+            raise ValueError(f"--pose_scale {option:g}: {root} holds ground-truth depth "
+                             f"in metres, so its poses are metric")
+        seq.poses = scale_poses(seq.poses, option)
+        return {"scale": option, "why": f"--pose_scale {option:g} as given"}
+    points, source = colmap_points(root, required=option == "auto")
+    if points is None:
+        why = f"{source} not found: the capture's scale is not checked"
+        if option == "check":
+            logger.warning("%s; if depths look wrong, pass --pose_scale S", why)
+            return {"scale": 1.0, "why": why}
+        seq.poses = scale_poses(seq.poses, option)
+        return {"scale": option, "why": f"--pose_scale {option:g} as given; {why}"}
+    depths = sparse_depths(points, seq.poses, seq.cam_intr.double().numpy(),
+                           (seq.height, seq.width))
+    summary = depth_summary(depths, depth_min, depth_max)
+    scale, why = choose_pose_scale(option, summary, depth_min, depth_max, str(source))
+    logger.info(why)
+    if scale != 1.0:
+        seq.poses = scale_poses(seq.poses, scale)
+    return {"scale": scale, "why": why, "sparse_depths": summary}

@@ -259,19 +259,20 @@ class PredictOptions:
     min_rotation: float = opt(0.0, "keyframes: ... or turned this many degrees")
     tum_max_dt: float = opt(0.02, "TUM: largest time difference (s) between a colour frame "
                             "and its depth map / pose")
-    pose_scale: str = opt("check", "COLMAP captures: check (refuse when the sparse points' "
-                          "depths miss the model's planes), auto (rescale the poses to fit "
-                          "them), or S (multiply the poses by S); outputs stay in the "
-                          "capture's units")
+    pose_scale: str = opt("check", "COLMAP: check (refuse a scale off the model's planes), "
+                          "auto (rescale poses onto them) or S; outputs in capture units")
     loadckpt: Optional[str] = opt(None, "checkpoint to run (official or own, loaded "
                                   "strictly); without it the weights are random")
-    mode: str = opt("estm", "estm (a 3-frame window sliding one frame, with memory) or joint "
-                    "(5-frame windows)")
+    mode: str = opt("estm", "estm (3 frames sliding by one, memory) or joint (5 frames)")
     seq_len: int = opt(5, "joint: frames per window")
     lwindow: int = opt(3, "estm: frames per sliding window")
     memory_size: int = opt(2, "estm: windows kept in the memory")
-    save_images: bool = opt(True, "write a colour-mapped preview (preview/<frame>.jpg) "
-                            "beside each depth PNG")
+    save_images: bool = opt(True, "colour-mapped previews preview/<frame>.jpg")
+    save_confidence: bool = opt(True, "confidence/<frame>.png (uint16, 65535 = probability 1)")
+    save_clouds: bool = opt(False, "coloured clouds cloud/<frame>.ply and cloud.ply (merged "
+                            "in --voxel_size cells; depths up to --fuse_max_depth)")
+    save_video: bool = opt(False, "video.mp4: colour | depth (legend in m) | confidence")
+    video_fps: float = opt(0.0, "video.mp4 frame rate (0: 30 / --frame_interval)")
     fuse: bool = opt(True, "fuse the predicted depths into a TSDF mesh (mesh.ply)")
     voxel_size: float = opt(0.04, "fusion: voxel edge (m)")
     fuse_max_depth: float = opt(3.0, "fusion: depths beyond this (m) are not fused")
@@ -279,8 +280,7 @@ class PredictOptions:
                                 "depth: valid ground truth from (m)")
     max_depth_eval: float = opt(EVAL_DEPTH_RANGE["capture"][1], "metrics with ground-truth "
                                 "depth: valid ground truth up to (m)")
-    overwrite: bool = opt(False, "recompute an output folder made with another "
-                          "configuration (otherwise an error)")
+    overwrite: bool = opt(False, "recompute an output made with another configuration")
 
 
 @dataclass(frozen=True)
