@@ -13,6 +13,7 @@ from datasets import capture_scale
 from datasets.colmap import colmap_points, read_points_binary, read_points_text
 from datasets.io import DataError, read_depth
 from datasets.synthetic.writer import default_intrinsics, generate
+from evaluation.pictures import read_cloud_ply
 from tests.helpers import load_ply
 
 HW = 128
@@ -147,12 +148,14 @@ def test_auto_scale_gives_the_metric_depths_in_the_capture_units(room, tmp_path)
     input. Tolerance: the PNGs' millimetre quantisation (0.5 mm of a capture unit) plus
     float rounding of the scaled poses."""
     metric = write_colmap_room(room, tmp_path / "c1", 1.0)
-    reference = run(metric, tmp_path / "o1", "--pose_scale", "auto")
+    reference = run(metric, tmp_path / "o1", "--pose_scale", "auto", "--save_clouds", "True")
     ref_depths, ref_mesh = depths(tmp_path / "o1"), load_ply(tmp_path / "o1" / "mesh.ply")
+    ref_cloud = read_cloud_ply(tmp_path / "o1" / "cloud.ply")[0]
     assert run(metric, tmp_path / "plain", "--fuse", "False")["pose_scale"]["scale"] == 1.0
     for k in (0.1, 7.0):
         capture = write_colmap_room(room, tmp_path / f"c{k}", k)
-        summary = run(capture, tmp_path / f"o{k}", "--pose_scale", "auto")
+        summary = run(capture, tmp_path / f"o{k}", "--pose_scale", "auto", "--save_clouds",
+                      "True")
         chosen = summary["pose_scale"]["scale"]
         assert chosen * k == pytest.approx(reference["pose_scale"]["scale"], rel=1e-6)
         assert "auto chose" in summary["pose_scale"]["why"]
@@ -165,6 +168,10 @@ def test_auto_scale_gives_the_metric_depths_in_the_capture_units(room, tmp_path)
         assert len(mesh.faces_f3) == pytest.approx(len(ref_mesh.faces_f3), rel=0.02)
         np.testing.assert_allclose(np.median(mesh.vertices_v3, axis=0) / k,
                                    np.median(ref_mesh.vertices_v3, axis=0), atol=0.02)
+        cloud = read_cloud_ply(tmp_path / f"o{k}" / "cloud.ply")[0]  # capture units too
+        assert len(cloud) == pytest.approx(len(ref_cloud), rel=0.02)
+        np.testing.assert_allclose(np.median(cloud, axis=0) / k, np.median(ref_cloud, axis=0),
+                                   atol=0.02)
 
 
 @pytest.mark.slow
