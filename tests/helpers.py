@@ -194,3 +194,10 @@ def load_ply(path) -> fusion.Mesh:
     if nf and not (faces["n"] == 3).all():
         raise ValueError(f"{path}: only triangle faces are read")
     return fusion.Mesh(vertices.astype(np.float32), faces["idx"].astype(np.int64))
+
+
+def rotation_to_qvec(R: np.ndarray) -> np.ndarray:
+    """w, x, y, z of a rotation matrix (test-side inverse of ``qvec_to_rotation``)."""
+    w = np.sqrt(max(0.0, 1 + np.trace(R))) / 2
+    return np.array([w, (R[2, 1] - R[1, 2]) / (4 * w), (R[0, 2] - R[2, 0]) / (4 * w),
+                     (R[1, 0] - R[0, 1]) / (4 * w)])

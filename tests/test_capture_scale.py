@@ -14,19 +14,13 @@ from datasets.colmap import colmap_points, read_points_binary, read_points_text
 from datasets.io import DataError, read_depth
 from datasets.synthetic.writer import default_intrinsics, generate
 from evaluation.pictures import read_cloud_ply
-from tests.helpers import load_ply
+from tests.helpers import load_ply, rotation_to_qvec
 
 HW = 128
 FRAMES = 12
 MODEL = ["--resnet", "18", "--ndepths", "8", "--height", str(HW), "--width", str(HW),
          "--depth_min", "0.5", "--depth_max", "6", "--device", "cpu", "--num_workers", "0",
          "--frame_interval", "2", "--voxel_size", "0.1", "--log_level", "WARNING"]
-
-
-def rotation_to_qvec(R: np.ndarray) -> np.ndarray:
-    w = np.sqrt(max(0.0, 1 + np.trace(R))) / 2
-    return np.array([w, (R[2, 1] - R[1, 2]) / (4 * w), (R[0, 2] - R[2, 0]) / (4 * w),
-                     (R[1, 0] - R[0, 1]) / (4 * w)])
 
 
 @pytest.fixture(scope="module")

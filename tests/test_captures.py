@@ -15,6 +15,7 @@ from datasets.io import DataError
 from datasets.posed import select_frames
 from datasets.sequence import PosedFrame, PosedSequence
 from datasets.tum import FREIBURG_INTRINSICS
+from tests.helpers import rotation_to_qvec
 
 HEIGHT, WIDTH = 150, 200  # native size of the written images (not 640x480)
 K_NATIVE = np.array([[180.0, 0, 99.5], [0, 170.0, 74.5], [0, 0, 1]])
@@ -46,13 +47,6 @@ def write_images(folder, count: int, ext: str = ".png") -> list:
 def write_depth(path, metres: float, scale: float = 1000.0) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), np.full((HEIGHT, WIDTH), round(metres * scale), np.uint16))
-
-
-def rotation_to_qvec(R: np.ndarray) -> np.ndarray:
-    """w, x, y, z of a rotation matrix (test-side inverse of qvec_to_rotation)."""
-    w = np.sqrt(max(0.0, 1 + np.trace(R))) / 2
-    return np.array([w, (R[2, 1] - R[1, 2]) / (4 * w), (R[0, 2] - R[2, 0]) / (4 * w),
-                     (R[1, 0] - R[0, 1]) / (4 * w)])
 
 
 def expected_intr(K=K_NATIVE, hw=(HEIGHT, WIDTH)) -> np.ndarray:
