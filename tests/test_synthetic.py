@@ -204,3 +204,19 @@ def test_synthetic_command_takes_overwrite_true_and_its_output_is_ignored(tmp_pa
         pytest.skip("not a git checkout")
     for path in ("data/synthetic/scene0000_00/x.jpg", "data/synthetic_7scenes/room0000/y.png"):
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0
+
+
+def test_camera_speed_widens_the_baseline_and_keeps_the_room():
+    """Same seed: the same room and camera orientations; the camera moves about ``speed``
+    times as far per frame. The default (1) is the generator's original path."""
+    scene_1, path_1 = scene_mod.random_scene(np.random.default_rng([0, 3]))
+    scene_3, path_3 = scene_mod.random_scene(np.random.default_rng([0, 3]), camera_speed=3.0)
+    np.testing.assert_array_equal(scene_1.room_hi, scene_3.room_hi)
+    np.testing.assert_array_equal(scene_1.noise, scene_3.noise)
+    poses_1, poses_3 = path_1.poses(6), path_3.poses(6)
+    np.testing.assert_allclose(poses_1[:, :3, :3], poses_3[:, :3, :3])
+    step_1 = np.linalg.norm(np.diff(poses_1[:, :3, 3], axis=0), axis=1).mean()
+    step_3 = np.linalg.norm(np.diff(poses_3[:, :3, 3], axis=0), axis=1).mean()
+    assert step_3 / step_1 == pytest.approx(3.0, rel=0.1)
+    with pytest.raises(ValueError, match="camera_speed"):
+        writer.generate("unused", camera_speed=0.0)

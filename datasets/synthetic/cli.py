@@ -23,6 +23,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--camera-speed", "--camera_speed", dest="camera_speed", type=float,
+                        default=1.0, help="multiplies the camera's translation per frame")
     parser.add_argument("--val", type=int, default=1,
                         help="scenes held out for validation (ScanNet layout)")
     parser.add_argument("--test", type=int, default=1,
@@ -37,4 +39,5 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     generate(args.out, args.layout, args.scenes, args.frames, args.height, args.width, args.seed,
-             args.val, args.test, args.workers, args.overwrite, args.jpeg_quality)
+             args.val, args.test, args.workers, args.overwrite, args.jpeg_quality,
+             args.camera_speed)

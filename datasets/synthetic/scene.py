@@ -224,12 +224,16 @@ def _random_panels(rng: np.random.Generator, room_lo, room_hi, count: int) -> li
     return panels
 
 
-def random_scene(rng: np.random.Generator) -> tuple[Scene, Trajectory]:
-    """A random room, its contents and a camera path through it."""
+def random_scene(rng: np.random.Generator,
+                 camera_speed: float = 1.0) -> tuple[Scene, Trajectory]:
+    """A random room, its contents and a camera path through it; ``camera_speed``
+    multiplies the path's translation rate (the rotation is unchanged), for wider
+    baselines between frames."""
     half = np.array([rng.uniform(2.0, 3.0), rng.uniform(1.8, 2.8)])
     room_lo = np.array([-half[0], -half[1], 0.0])
     room_hi = np.array([half[0], half[1], rng.uniform(2.5, 3.0)])
     trajectory = random_trajectory(rng, room_lo, room_hi)
+    trajectory.rate = trajectory.rate * camera_speed
     keep_lo, keep_hi = trajectory.footprint()
     boxes = _random_boxes(rng, room_lo, room_hi, keep_lo - 0.6, keep_hi + 0.6,
                           int(rng.integers(4, 8)))

@@ -98,8 +98,8 @@ def _write_scene(scene_dir: Path, layout: str, scene: Scene, trajectory: Traject
 
 def _generate_one(job: tuple) -> dict:
     """Worker: render scene ``index`` into a temporary folder, then rename it into place."""
-    out, layout, index, frames, height, width, seed, jpeg_quality = job
-    scene, trajectory = random_scene(np.random.default_rng([seed, index]))
+    out, layout, index, frames, height, width, seed, jpeg_quality, camera_speed = job
+    scene, trajectory = random_scene(np.random.default_rng([seed, index]), camera_speed)
     final = out / scene_name(layout, index)
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{final.name}-", dir=out))
     try:
@@ -129,7 +129,7 @@ def _write_splits(out: Path, layout: str, names: Sequence[str], val: int, test: 
 def generate(out: Path | str, layout: str = "scannet", scenes: int = 10, frames: int = 100,
              height: int = 480, width: int = 640, seed: int = 0, val: int = 1, test: int = 1,
              workers: Optional[int] = None, overwrite: bool = False,
-             jpeg_quality: int = 95) -> dict:
+             jpeg_quality: int = 95, camera_speed: float = 1.0) -> dict:
     """Generate a synthetic dataset; returns its summary (also saved as ``<out>/synthetic.json``).
 
     Args:
@@ -139,7 +139,10 @@ def generate(out: Path | str, layout: str = "scannet", scenes: int = 10, frames:
         workers: processes rendering scenes in parallel (default: one per CPU, at most
             one per scene). The output does not depend on it.
         overwrite: replace scene folders that already exist (otherwise an error).
+        camera_speed: multiplies the camera paths' translation rate (wider baselines).
     """
+    if not (np.isfinite(camera_speed) and camera_speed > 0):
+        raise ValueError(f"camera_speed must be a finite number > 0, got {camera_speed}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if layout == "scannet" and (val < 0 or test < 0 or val + test > scenes):
@@ -157,7 +160,7 @@ def generate(out: Path | str, layout: str = "scannet", scenes: int = 10, frames:
     for name in existing:
         shutil.rmtree(out / name)
 
-    jobs = [(out, layout, index, frames, height, width, seed, jpeg_quality)
+    jobs = [(out, layout, index, frames, height, width, seed, jpeg_quality, camera_speed)
             for index in range(scenes)]
     workers = max(1, min(workers or os.cpu_count() or 1, scenes))
     start = time.perf_counter()
@@ -174,7 +177,7 @@ def generate(out: Path | str, layout: str = "scannet", scenes: int = 10, frames:
 
     summary = {
         "generator": "datasets.synthetic", "layout": layout, "scenes": scenes, "frames": frames,
-        "height": height, "width": width, "seed": seed,
+        "height": height, "width": width, "seed": seed, "camera_speed": camera_speed,
         "intrinsics": default_intrinsics(layout, height, width).tolist(),
         "splits": _write_splits(out, layout, names, val, test),
         "depth_range": [min(r["depth_min"] for r in results),
