@@ -221,13 +221,13 @@ class DemoOptions:
         "seed": (0, "demo: random seed (data and initial weights)"),
     }
 
-    lr: float = opt(2.0e-4, "demo: learning rate (from scratch, batch 1)")
-    lrepochs: str = opt("6:4", "demo: epochs at which the lr is divided, and by how much")
-    camera_speed: float = opt(3.0, "synthetic camera's translation rate x (wider baselines)")
+    lr: float = opt(1.0e-3, "demo: learning rate (from scratch, batch 1)")
+    lrepochs: str = opt("3:4", "demo: epochs at which the lr is divided, and by how much")
+    camera_speed: float = opt(1.0, "synthetic camera's translation rate x (wider baselines)")
     warmup_iters: int = opt(20, "demo: linear lr warm-up iterations")
     out: str = opt("./demo_output", "where the demo writes data, training, evaluations")
     quick: bool = opt(False, "a reduced, one-minute version (what the tests run)")
-    steps: int = opt(0, "training steps (0: 800 on the CPU, 2000 on a GPU; 6 with --quick)")
+    steps: int = opt(0, "training steps (0: 500 on the CPU, 2000 on a GPU; 6 with --quick)")
     fuse: bool = opt(True, "demo: fuse a held-out room's ESTM depths (trained and untrained) "
                      "into meshes and report their F-score")
     sevenscenes: Optional[str] = opt(None, "a 7-Scenes sequence folder to evaluate too "
