@@ -126,6 +126,18 @@ def _write_splits(out: Path, layout: str, names: Sequence[str], val: int, test: 
     return {filename: len(entries) for filename, entries in lists.items()}
 
 
+def _check_arguments(layout, scenes, frames, val, test, camera_speed) -> None:
+    """ValueError naming the first argument :func:`generate` cannot use."""
+    if not (np.isfinite(camera_speed) and camera_speed > 0):
+        raise ValueError(f"camera_speed must be a finite number > 0, got {camera_speed}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "scannet" and (val < 0 or test < 0 or val + test > scenes):
+        raise ValueError(f"cannot hold out val={val} and test={test} of {scenes} scenes")
+    if scenes < 1 or frames < 1:
+        raise ValueError(f"need at least one scene and one frame, got {scenes} and {frames}")
+
+
 def generate(out: Path | str, layout: str = "scannet", scenes: int = 10, frames: int = 100,
              height: int = 480, width: int = 640, seed: int = 0, val: int = 1, test: int = 1,
              workers: Optional[int] = None, overwrite: bool = False,
@@ -141,14 +153,7 @@ def generate(out: Path | str, layout: str = "scannet", scenes: int = 10, frames:
         overwrite: replace scene folders that already exist (otherwise an error).
         camera_speed: multiplies the camera paths' translation rate (wider baselines).
     """
-    if not (np.isfinite(camera_speed) and camera_speed > 0):
-        raise ValueError(f"camera_speed must be a finite number > 0, got {camera_speed}")
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    if layout == "scannet" and (val < 0 or test < 0 or val + test > scenes):
-        raise ValueError(f"cannot hold out val={val} and test={test} of {scenes} scenes")
-    if scenes < 1 or frames < 1:
-        raise ValueError(f"need at least one scene and one frame, got {scenes} and {frames}")
+    _check_arguments(layout, scenes, frames, val, test, camera_speed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = [scene_name(layout, index) for index in range(scenes)]
