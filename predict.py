@@ -38,7 +38,6 @@ from datasets.scannet_export import unfinished_export
 from evaluation import fusion
 from evaluation import metrics as metrics_mod
 from evaluation import pictures as pictures_mod
-from evaluation.pictures import rgb_of
 from evaluation.inference_loop import infer_windows
 from evaluation.protocols import estm_protocol, joint_protocol
 from evaluation.run import apply_checkpoint_options, build_model
@@ -53,7 +52,7 @@ from utils.io import atomic_open, config_hash, file_sha256, folder_lock, save_im
 from utils.logs import setup_logging
 from utils.options import PredictOptions
 from utils.paths import check_apart
-from utils.visualization import colorize_depth
+from utils.visualization import colorize_depth, image_to_uint8
 
 log = logging.getLogger("predict")
 DEPTH_DONE = ".depth_done.json"
@@ -199,7 +198,7 @@ def write_target(args, out: Path, pictures, stem: str, outputs: dict, t: int, im
         save_image(str(out / "preview" / f"{stem}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         files.append(f"preview/{stem}.jpg")
     return files + pictures.add(stem, depth, pictures_mod.confidence_map(outputs, t, depth.shape),
-                                rgb_of(img_3hw), world_T_cam_44)
+                                image_to_uint8(img_3hw), world_T_cam_44)
 
 
 def picture_writer(args, seq, out: Path, pose_scale: float) -> pictures_mod.PictureWriter:

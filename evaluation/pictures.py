@@ -10,7 +10,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 import torch.nn.functional as F
 
 from evaluation.fusion import depth_to_world_points
@@ -160,10 +159,6 @@ class VideoWriter:
         if os.path.exists(self.tmp):
             os.remove(self.tmp)
 
-
-def rgb_of(img_3hw: torch.Tensor) -> np.ndarray:
-    """A ``[3, H, W]`` 0..255 tensor as ``uint8 [H, W, 3]``."""
-    return img_3hw.clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 class PictureWriter:
