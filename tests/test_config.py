@@ -22,8 +22,9 @@ from utils.checkpoint import CheckpointError
 from tests.helpers import estm_argv
 from utils.config import (DEFAULTS, ConfigError, build_parser, load_config, log_ignored,
                           read_defaults)
+from utils.defaults_file import render_defaults
 from utils.options import (GROUPS, REMOVED, ModelOptions, TrainOptions, from_mapping,
-                           render_defaults, section_options)
+                           section_options)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ModelOptions(resnet=18, ndepths=4, depth_min=0.5, depth_max=5.0)
@@ -32,7 +33,7 @@ TINY = ModelOptions(resnet=18, ndepths=4, depth_min=0.5, depth_max=5.0)
 # ------------------------------------------------------------ defaults in one place
 def test_default_yaml_is_generated_from_the_dataclasses():
     assert Path(DEFAULTS).read_text() == render_defaults(), \
-        "configs/default.yaml is stale: python -m utils.options > configs/default.yaml"
+        "configs/default.yaml is stale: python -m utils.defaults_file > configs/default.yaml"
 
 
 def test_yaml_sections_are_the_groups_with_their_defaults_and_types():

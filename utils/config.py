@@ -3,7 +3,7 @@ file and command-line flags.
 
 The options, their types, defaults and --help texts are the dataclasses of
 utils/options.py (one group per section); ``configs/default.yaml`` is generated from them
-(``python -m utils.options > configs/default.yaml``) and tests/test_config.py checks that
+(``python -m utils.defaults_file > configs/default.yaml``) and tests/test_config.py checks that
 it is up to date. Precedence: command line > ``--config`` file > those defaults.
 
 :func:`load_config` returns :class:`Options`: the flat namespace argparse gives

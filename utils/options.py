@@ -3,7 +3,7 @@
 An entry point reads the groups ``common``, ``model`` and its own (``train``, ``eval``,
 ``demo``, ``predict`` or ``benchmark``); each group is one section of
 ``configs/default.yaml``. The dataclasses are the one source: ``configs/default.yaml`` is
-generated from them (``python -m utils.options > configs/default.yaml``), and
+generated from them (``python -m utils.defaults_file > configs/default.yaml``), and
 tests/test_config.py fails when the file and the dataclasses differ.
 
 A group may give options of ``common``/``model`` other defaults for its entry point
@@ -18,11 +18,8 @@ utils/config.py turns these into the command line and reads ``--config`` files.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
-
-import yaml
 
 # Options for tests and diagnostics: accepted and in configs/default.yaml, not in --help.
 DEVELOPER_OPTIONS = frozenset({"log_samples"})
@@ -342,17 +339,6 @@ REMOVED = {
                      "eval_hybrid.py / eval_hybrid_seq.py",
     },
 }
-HEADER = """\
-# Defaults of every entry point (train_hybrid.py, eval_hybrid.py, eval_hybrid_seq.py, demo.py,
-# predict.py, benchmark.py), GENERATED from the dataclasses of utils/options.py (each option's
-# type, default and help): edit those, then run `python -m utils.options > configs/default.yaml`.
-# Each top-level section is a group of flat options; a script reads `common`, `model` and its
-# own section. Override with `--config my.yaml` (same layout, only the keys you change) and/or
-# command-line flags (`--lr 1e-4`); booleans take true/false as well as the official True/False.
-# The text after `#` on an option's line is its --help.
-"""
-
-
 def section_options(section: str) -> dict:
     """``{option: (default, help)}`` that section ``section`` lists: its overrides of
     ``common``/``model``, then its own fields."""
@@ -376,24 +362,3 @@ def ignored_notes(section: str) -> dict:
     return {f.name: f.metadata["ignored"] for f in dataclasses.fields(GROUPS[section])
             if f.metadata["ignored"]}
 
-
-def _scalar(value) -> str:
-    """``value`` as one YAML scalar (quoted where YAML would read another type)."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=1000)
-    return text.replace("\n...\n", "").strip()
-
-
-def render_defaults() -> str:
-    """The text of configs/default.yaml."""
-    lines = [HEADER]
-    for section, cls in GROUPS.items():
-        note = getattr(cls, "NOTE", "")
-        lines.append(f"{section}:".ljust(26) + f"# {note}" if note else f"{section}:")
-        for key, (default, help_text) in section_options(section).items():
-            lines.append(f"  {key}: {_scalar(default)}".ljust(24) + f"  # {help_text}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    sys.stdout.write(render_defaults())
