@@ -249,3 +249,36 @@ def test_boundary_slack_decides_only_what_float64_rounding_cannot():
     decide = torch.tensor([1 + 1e-13, -1 - 1e-13, 1 + 1e-8, -1 - 1e-8], dtype=torch.float64)
     got = G._outside_to_zero(torch.zeros(4), decide)
     assert got.tolist() == [0.0, 0.0, G.OUTSIDE, G.OUTSIDE]
+
+
+# ------------------------------------------------------------- adjugate inverse
+def test_adjugate_inverse_by_hand():
+    K = torch.tensor([[2.0, 0.0, 4.0], [0.0, 4.0, 2.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    expected = torch.tensor([[0.5, 0.0, -2.0], [0.0, 0.25, -0.5], [0.0, 0.0, 1.0]],
+                            dtype=torch.float64)
+    assert torch.equal(G.adjugate_inverse(K), expected)
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_adjugate_inverse_is_the_inverse_of_any_batch(n):
+    m = torch.randn(2, 7, n, n, dtype=torch.float64) + 3 * torch.eye(n, dtype=torch.float64)
+    inverse = G.adjugate_inverse(m)
+    assert inverse.shape == m.shape
+    torch.testing.assert_close(inverse @ m, torch.eye(n, dtype=torch.float64).expand_as(m),
+                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(inverse, torch.linalg.inv(m), rtol=1e-10, atol=1e-12)
+
+
+def test_adjugate_inverse_of_a_pose_with_a_zero_diagonal():
+    """A quarter turn about z has zeros on the diagonal (no pivot-free elimination works)."""
+    pose = torch.tensor([[0.0, -1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 2.0], [0.0, 0.0, 1.0, 3.0],
+                         [0.0, 0.0, 0.0, 1.0]])
+    rigid_inverse = torch.eye(4)
+    rigid_inverse[:3, :3] = pose[:3, :3].T
+    rigid_inverse[:3, 3] = -pose[:3, :3].T @ pose[:3, 3]
+    assert torch.equal(G.adjugate_inverse(pose), rigid_inverse)
+
+
+def test_adjugate_inverse_refuses_other_sizes():
+    with pytest.raises(ValueError, match="3x3 or 4x4"):
+        G.adjugate_inverse(torch.eye(2))

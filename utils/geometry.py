@@ -84,6 +84,54 @@ def relative_pose(world_T_a_b44: torch.Tensor, world_T_b_b44: torch.Tensor) -> t
 
 
 @full_precision
+def adjugate_inverse(m_bnn: torch.Tensor) -> torch.Tensor:
+    """The inverse ``[..., n, n]`` of 3x3 or 4x4 matrices ``[..., n, n]`` as ``adj(m) / det(m)``.
+
+    Elementwise arithmetic only (an exported graph's matrix inverse: ONNX has none, see
+    models/export.py); for the well-conditioned poses and intrinsics of this project it
+    agrees with ``torch.linalg.inv`` to float rounding. Singular input gives inf/nan.
+    """
+    n = m_bnn.shape[-1]
+    if m_bnn.shape[-2:] not in ((3, 3), (4, 4)):
+        raise ValueError(f"adjugate_inverse takes 3x3 or 4x4 matrices, got {list(m_bnn.shape)}")
+    a = [[m_bnn[..., i, j] for j in range(n)] for i in range(n)]
+    cof = _cofactors_3x3(a) if n == 3 else _cofactors_4x4(a)
+    det = sum(a[0][j] * cof[0][j] for j in range(n))
+    adj = torch.stack([torch.stack([cof[j][i] for j in range(n)], -1) for i in range(n)], -2)
+    return adj / det[..., None, None]
+
+
+def _det2(a, b, c, d):
+    return a * d - b * c
+
+
+def _cofactors_3x3(a: list) -> list:
+    """``cof[i][j] = (-1)^(i+j) minor(i, j)`` (cyclic indices carry the signs)."""
+    return [[_det2(a[(i + 1) % 3][(j + 1) % 3], a[(i + 1) % 3][(j + 2) % 3],
+                   a[(i + 2) % 3][(j + 1) % 3], a[(i + 2) % 3][(j + 2) % 3])
+             for j in range(3)] for i in range(3)]
+
+
+def _cofactors_4x4(a: list) -> list:
+    """Cofactors from the 2x2 minors of rows 0-1 (``s``) and rows 2-3 (``c``) (Laplace)."""
+    pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    s = {p: _det2(a[0][p[0]], a[0][p[1]], a[1][p[0]], a[1][p[1]]) for p in pairs}
+    c = {p: _det2(a[2][p[0]], a[2][p[1]], a[3][p[0]], a[3][p[1]]) for p in pairs}
+
+    def cofactor(i: int, j: int) -> torch.Tensor:
+        minors = c if i < 2 else s
+        other = 1 - i if i < 2 else 5 - i  # the row of i's pair that is not i
+        cols = [k for k in range(4) if k != j]
+        # The 3x3 minor along ``other``'s row, with the complementary 2x2 minors.
+        total = 0
+        for place, k in enumerate(cols):
+            rest = tuple(x for x in cols if x != k)
+            total = total + (-1) ** place * a[other][k] * minors[rest]
+        return (-1) ** (i + j) * total  # ``other`` is the minor's first or last row
+
+    return [[cofactor(i, j) for j in range(4)] for i in range(4)]
+
+
 def transform_points(T_b44: torch.Tensor, points_b3n: torch.Tensor) -> torch.Tensor:
     """Apply a rigid transform to points.
 
