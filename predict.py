@@ -44,6 +44,7 @@ from evaluation.run import apply_checkpoint_options, build_model
 from evaluation.run_files import COLOR_MAX_DEPTH, finished_marker, frame_stem, write_marker
 from models.depthnet import DepthNetHybrid
 from models.inference import prepare_for_inference
+from models import onnx_runtime
 from models.memory import MemoryBuffer
 from utils.checkpoint import read_checkpoint
 from utils.config import load_config
@@ -78,7 +79,13 @@ def make_protocol(opts: PredictOptions):
 
 
 def read_model_checkpoint(args) -> dict | None:
-    """``--loadckpt`` read, its model options and input size taken (unless given)."""
+    """``--loadckpt`` read, its model options and input size taken (unless given); with
+    ``--backend onnxruntime`` the export's (``--onnx``) instead."""
+    if args.predict.backend == "onnxruntime":
+        onnx_runtime.apply_manifest(args, args.predict.onnx)
+        return None
+    if args.predict.backend != "eager":
+        raise ValueError(f"--backend must be eager or onnxruntime, got {args.predict.backend!r}")
     if not args.loadckpt:
         return None
     if not Path(args.loadckpt).is_file():
@@ -88,10 +95,19 @@ def read_model_checkpoint(args) -> dict | None:
     return ckpt
 
 
+def random_weights(args) -> bool:
+    """The model's weights are random (no checkpoint, or an export of none)."""
+    if args.predict.backend == "onnxruntime":
+        return bool(onnx_runtime.read_manifest(args.predict.onnx)["random_weights"])
+    return not args.loadckpt
+
+
 def make_model(args, device: torch.device, ckpt: dict | None) -> DepthNetHybrid:
     """The checkpoint's model, or a randomly initialised one (with a loud warning), as the
     evaluation runs it: an inference copy (batch norm folded, the fast layers; the same
     numbers up to float rounding, see models/inference.py)."""
+    if args.predict.backend == "onnxruntime":
+        return onnx_runtime.OnnxModel(args.predict.onnx, args.mode, device.type)
     if args.loadckpt:
         model = build_model(args, device, ckpt)
     else:
@@ -106,6 +122,8 @@ def run_identity(args, seq) -> tuple[str, dict]:
         "version": VERSION, "mode": args.mode, "seq_len": args.seq_len,
         "lwindow": args.lwindow, "memory_size": args.memory_size,
         "checkpoint_sha256": file_sha256(args.loadckpt) if args.loadckpt else None,
+        "backend": args.predict.backend, "export_sha256": file_sha256(
+            Path(args.predict.onnx) / onnx_runtime.MANIFEST) if args.predict.onnx else None,
         "seed": None if args.loadckpt else args.seed,
         "resnet": args.resnet, "ndepths": args.ndepths, "depth_min": float(args.depth_min),
         "depth_max": float(args.depth_max), "IF_EST_transformer": bool(args.IF_EST_transformer),
@@ -182,7 +200,7 @@ def predict_depths(args, seq, out: Path, config_hash: str, device, ckpt: dict | 
     marker = {"format": DEPTH_FORMAT, "config_hash": config_hash, "frames": frames,
               "windows": len(windows), "inference_s": seconds,
               "frames_per_s": len(frames) / seconds if seconds > 0 else None,
-              "random_weights": not args.loadckpt}
+              "random_weights": random_weights(args)}
     return write_marker(out, marker, files, name=DEPTH_DONE)
 
 
@@ -315,7 +333,7 @@ def main(argv=None) -> dict:
     config_hash, hashed = run_identity(args, seq)
     log.info("%s (%s): %d frames -> %s (configuration %s, %s on %s)", args.input, seq.format,
              len(seq), out, config_hash, args.mode, device)
-    if not args.loadckpt:
+    if random_weights(args):
         log.warning(RANDOM_WEIGHTS_WARNING)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -341,7 +359,7 @@ def predict_locked(args, seq, out: Path, config_hash: str, hashed: dict, device,
         "format": FORMAT, "version": VERSION, "config_hash": config_hash,
         "input": str(args.input), "capture_format": seq.format,
         "intrinsics_source": seq.K_source, "pose_scale": scale,
-        "checkpoint": args.loadckpt, "random_weights": not args.loadckpt,
+        "checkpoint": args.loadckpt, "random_weights": random_weights(args),
         "frames": [f["stem"] for f in frames], "num_frames": len(frames),
         "sequence_frames": len(seq),
         "timing": {"inference_s": marker["inference_s"],

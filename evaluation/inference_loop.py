@@ -87,7 +87,8 @@ def infer_windows(model: DepthNetHybrid, seq, windows: list, memory: Optional[Me
         ``(window, batch, outputs)``: ``batch`` is :func:`datasets.sequence.stack_frames`
         of the window, ``outputs`` the model's (batch size 1).
     """
-    device = next(model.parameters()).device
+    # an onnxruntime model (models/onnx_runtime.py) has no parameters; it names its device
+    device = getattr(model, "device", None) or next(model.parameters()).device
     if memory is not None:
         memory.reset()
     cache = FrameFeatureCache(model, windows) if cache_features else None

@@ -121,7 +121,7 @@ FORBIDDEN = {
     "training": ("evaluation", "dev"),
     "evaluation": ("training", "dev"),
 }
-SCRIPTS = ("benchmark", "demo", "predict", "train_hybrid", "eval_hybrid", "eval_hybrid_seq")
+SCRIPTS = ("benchmark", "demo", "export", "predict", "train_hybrid", "eval_hybrid", "eval_hybrid_seq")
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 60
 
 

@@ -79,6 +79,7 @@ class Options(argparse.Namespace):
     eval = _group_property("eval")
     demo = _group_property("demo")
     predict = _group_property("predict")
+    export = _group_property("export")
     benchmark = _group_property("benchmark")
 
 

@@ -277,6 +277,25 @@ class PredictOptions:
     max_depth_eval: float = opt(EVAL_DEPTH_RANGE["capture"][1], "metrics with ground-truth "
                                 "depth: valid ground truth up to (m)")
     overwrite: bool = opt(False, "recompute an output made with another configuration")
+    backend: str = opt("eager", "eager (PyTorch) or onnxruntime (the graphs of --onnx)")
+    onnx: Optional[str] = opt(None, "--backend onnxruntime: a folder written by export.py "
+                              "(its model, input size and window replace the options')")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """export.py (section ``export``)."""
+
+    loadckpt: Optional[str] = opt(None, "checkpoint to export (without it: random weights)")
+    output: str = opt("./outputs/export", "folder for the graphs and manifest.json")
+    modes: str = opt("estm,joint", "windows to export: estm (--lwindow frames, 0..memory_size "
+                     "views of memory), joint (--seq_len frames, 0..1 view)")
+    seq_len: int = opt(5, "joint: frames per window")
+    lwindow: int = opt(3, "estm: frames per sliding window")
+    memory_size: int = opt(2, "estm: windows kept in the memory")
+    torch_export: bool = opt(False, "also save the torch.export programs (.pt2; each holds "
+                             "all the model's weights)")
+    overwrite: bool = opt(False, "replace an existing export in --output")
 
 
 @dataclass(frozen=True)
@@ -327,7 +346,7 @@ class BenchmarkOptions:
 # Section of configs/default.yaml -> its group, in the file's order.
 GROUPS = {"common": CommonOptions, "model": ModelOptions, "train": TrainOptions,
           "eval": EvalOptions, "demo": DemoOptions, "predict": PredictOptions,
-          "benchmark": BenchmarkOptions}
+          "export": ExportOptions, "benchmark": BenchmarkOptions}
 BASE_SECTIONS = ("common", "model")
 # Official options that neither the official command lines pass nor anything here uses:
 # refused, naming what to use instead.
