@@ -171,7 +171,8 @@ def main(argv=None) -> dict:
             "model": dataclasses.asdict(group_of(args, ModelOptions)), "height": args.height,
             "width": args.width, "checkpoint": args.loadckpt,
             "checkpoint_sha256": file_sha256(args.loadckpt) if args.loadckpt else None,
-            "random_weights": not args.loadckpt, "opset": export_mod.OPSET,
+            "random_weights": not args.loadckpt, "seed": None if args.loadckpt else args.seed,
+            "opset": export_mod.OPSET,
             "torch": torch.__version__, **result,
         }
         save_json(manifest, str(temp / MANIFEST))
