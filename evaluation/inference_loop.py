@@ -111,6 +111,7 @@ def infer_windows(model: DepthNetHybrid, seq, windows: list, memory: Optional[Me
         yield window, batch, outputs
 
 
+@torch.no_grad()
 def official_window(model: DepthNetHybrid, memory: Optional[MemoryBuffer], batch: dict) -> dict:
     """One window by the official forward call; its memory pushed onto ``memory``."""
     device = next(model.parameters()).device
@@ -124,6 +125,7 @@ def official_window(model: DepthNetHybrid, memory: Optional[MemoryBuffer], batch
     return outputs
 
 
+@torch.no_grad()
 def decode_window(model: DepthNetHybrid, cache: FrameFeatureCache,
                   memory: Optional[MemoryBuffer], window: list, batch: dict) -> dict:
     """One window of :func:`infer_windows` from cached features (the default path): the
