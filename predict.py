@@ -305,6 +305,8 @@ def main(argv=None) -> dict:
     check_apart(args.output, args.input)  # a recomputation empties parts of the output
     if args.predict.stream:  # a capture still being written: evaluation/streaming.py
         check_stream_options(args)
+        if not args.loadckpt:
+            log.warning(RANDOM_WEIGHTS_WARNING)
         return run_stream(args, StreamHooks(make_model, write_target, picture_writer,
                                             run_identity, DEPTH_DONE, DEPTH_FORMAT, SUMMARY,
                                             FORMAT, VERSION),
