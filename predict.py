@@ -13,6 +13,7 @@ the metrics. Re-running the same command resumes: finished depth maps are reused
 interrupted prediction restarts from the first frame (the EST memory needs the stream).
 A COLMAP capture's scale is checked against the model's depth planes (``--pose_scale``).
 Formats and options: datasets/posed.py, configs/default.yaml ``predict:``, ``--help``.
+``--stream True`` follows a folder capture while it is being written (docs/predict.md).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from evaluation.inference_loop import infer_windows
 from evaluation.protocols import estm_protocol, joint_protocol
 from evaluation.run import apply_checkpoint_options, build_model
 from evaluation.run_files import COLOR_MAX_DEPTH, finished_marker, frame_stem, write_marker
+from evaluation.streaming import StreamHooks, check_stream_options, run_stream
 from models.depthnet import DepthNetHybrid
 from models.inference import prepare_for_inference
 from models import onnx_runtime
@@ -319,6 +321,14 @@ def main(argv=None) -> dict:
         raise ValueError("--input is required (the capture folder)")
     check_options(args)
     check_apart(args.output, args.input)  # a recomputation empties parts of the output
+    if args.predict.stream:  # a capture still being written: evaluation/streaming.py
+        check_stream_options(args)
+        if not args.loadckpt:
+            log.warning(RANDOM_WEIGHTS_WARNING)
+        return run_stream(args, StreamHooks(make_model, write_target, picture_writer,
+                                            run_identity, DEPTH_DONE, DEPTH_FORMAT, SUMMARY,
+                                            FORMAT, VERSION),
+                          resolve_device(args.device), read_model_checkpoint(args))
     unfinished = unfinished_export(args.input)
     if unfinished:
         raise DataError(unfinished)

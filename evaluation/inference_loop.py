@@ -66,6 +66,15 @@ class FrameFeatureCache:
             for i in [i for i in store if last[i] <= k]:
                 del store[i]
 
+    def forget(self, frames, targets=()) -> None:
+        """Forget the features of ``frames`` and the context maps of ``targets`` (a stream,
+        whose later windows are not known: ESTM frame ``w[0]`` after window ``w``)."""
+        for i in frames:
+            self.matching.pop(i, None)
+            self.context.pop(i, None)
+        for i in targets:
+            self.context.pop(i, None)
+
 
 @torch.no_grad()
 def infer_windows(model: DepthNetHybrid, seq, windows: list, memory: Optional[MemoryBuffer],
@@ -87,8 +96,6 @@ def infer_windows(model: DepthNetHybrid, seq, windows: list, memory: Optional[Me
         ``(window, batch, outputs)``: ``batch`` is :func:`datasets.sequence.stack_frames`
         of the window, ``outputs`` the model's (batch size 1).
     """
-    # an onnxruntime model (models/onnx_runtime.py) has no parameters; it names its device
-    device = getattr(model, "device", None) or next(model.parameters()).device
     if memory is not None:
         memory.reset()
     cache = FrameFeatureCache(model, windows) if cache_features else None
@@ -96,19 +103,40 @@ def infer_windows(model: DepthNetHybrid, seq, windows: list, memory: Optional[Me
     for k, window in enumerate(windows):
         items = {i: items[i] if i in items else seq[i] for i in window}
         batch = stack_frames([items[i] for i in window])
-        poses, intr = (to_device(batch[key][None], device) for key in ("cam_poses", "cam_intr"))
         if cache is None:
-            pre_costs, pre_cam_poses = memory.as_inputs() if memory is not None else (None, None)
-            outputs, new_costs, new_poses = model(
-                to_device(batch["imgs"][None], device), poses, intr, None, pre_costs,
-                pre_cam_poses, mode="val")
-            new_memory = ESTMemory.from_official(new_costs, new_poses)
+            outputs = official_window(model, memory, batch)
         else:
-            check_inputs(batch["imgs"][None], batch["cam_poses"][None], batch["cam_intr"][None])
-            matching, context = cache.features(window, batch["imgs"], device)
-            outputs, new_memory = model.decode(
-                matching, context, poses, intr, memory.memory() if memory is not None else None)
+            outputs = decode_window(model, cache, memory, window, batch)
             cache.release(k)
-        if memory is not None:
-            memory.append(new_memory)
         yield window, batch, outputs
+
+
+@torch.no_grad()
+def official_window(model: DepthNetHybrid, memory: Optional[MemoryBuffer], batch: dict) -> dict:
+    """One window by the official forward call; its memory pushed onto ``memory``."""
+    device = next(model.parameters()).device
+    poses, intr = (to_device(batch[key][None], device) for key in ("cam_poses", "cam_intr"))
+    pre_costs, pre_cam_poses = memory.as_inputs() if memory is not None else (None, None)
+    outputs, new_costs, new_poses = model(
+        to_device(batch["imgs"][None], device), poses, intr, None, pre_costs, pre_cam_poses,
+        mode="val")
+    if memory is not None:
+        memory.append(ESTMemory.from_official(new_costs, new_poses))
+    return outputs
+
+
+@torch.no_grad()
+def decode_window(model: DepthNetHybrid, cache: FrameFeatureCache,
+                  memory: Optional[MemoryBuffer], window: list, batch: dict) -> dict:
+    """One window of :func:`infer_windows` from cached features (the default path): the
+    model's outputs; the window's memory is pushed onto ``memory``."""
+    # an onnxruntime model (models/onnx_runtime.py) has no parameters; it names its device
+    device = getattr(model, "device", None) or next(model.parameters()).device
+    poses, intr = (to_device(batch[key][None], device) for key in ("cam_poses", "cam_intr"))
+    check_inputs(batch["imgs"][None], batch["cam_poses"][None], batch["cam_intr"][None])
+    matching, context = cache.features(window, batch["imgs"], device)
+    outputs, new_memory = model.decode(
+        matching, context, poses, intr, memory.memory() if memory is not None else None)
+    if memory is not None:
+        memory.append(new_memory)
+    return outputs

@@ -125,3 +125,48 @@ def test_the_fusion_speed_tool_times_both_ways_on_one_volume():
 
     result = fusion_speed.main(["--dims", "48", "--voxel_size", "0.1", "--reps", "1"])
     assert result["box_s"] > 0 and result["every_s"] > 0
+
+
+def test_a_growing_volume_equals_one_allocated_with_the_final_bounds(synthetic_views):
+    """Frame by frame, the volume grows (re-allocating several times); its voxels and its
+    mesh equal, bit for bit, those of one volume that covers every frame from the start."""
+    frames = synthetic_views[::2]
+    growing = fusion.GrowingTSDF(voxel_size=0.04, max_depth=4.0)
+    for depth, K, pose in frames:
+        growing.integrate(depth, K, pose)
+    assert growing.grown >= 2 and growing.frames == len(frames)
+    # One volume, allocated once, over a box much larger than the grown one.
+    vol = growing.volume
+    lo = (vol.origin_ijk - 5) * 0.04
+    fixed = fusion.TSDFVolume(lo, tuple(d + 13 for d in vol.dims), 0.04)
+    for depth, K, pose in frames:
+        fixed.integrate(np.where(depth <= 4.0, depth, 0), K, pose)
+    tsdf, weight = fixed.grids()
+    inner = tuple(slice(5, 5 + d) for d in vol.dims)
+    assert weight.sum() == weight[inner].sum()  # nothing fused outside the grown volume
+    np.testing.assert_array_equal(tsdf[inner], vol.grids()[0])
+    np.testing.assert_array_equal(weight[inner], vol.grids()[1])
+    mesh, expected = growing.extract_mesh(), fixed.extract_mesh()
+    assert len(mesh) > 1000
+    np.testing.assert_array_equal(mesh.vertices_v3, expected.vertices_v3)
+    np.testing.assert_array_equal(mesh.faces_f3, expected.faces_f3)
+    # fuse_depths (offline) fuses the same way.
+    offline, _ = fusion.fuse_depths(frames, voxel_size=0.04, max_depth=4.0, progress=False)
+    np.testing.assert_array_equal(offline.vertices_v3, mesh.vertices_v3)
+
+
+def test_voxel_centres_lie_on_the_world_grid():
+    volume = fusion.TSDFVolume([0.013, -0.5, 1.0], (4, 4, 4), 0.1)
+    assert volume.origin_ijk.tolist() == [0, -5, 10]
+    centres = volume._voxel_centres(torch.arange(64)).numpy()
+    np.testing.assert_allclose(centres / 0.1, np.rint(centres / 0.1), atol=1e-4)
+
+
+def test_a_growing_volume_refuses_to_exceed_its_voxel_budget():
+    K = np.array([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])
+    growing = fusion.GrowingTSDF(voxel_size=0.05, max_depth=5.0, max_voxels=50 ** 3)
+    growing.integrate(np.full((48, 64), 1.0, np.float32), K, np.eye(4))
+    far = np.eye(4)
+    far[0, 3] = 20.0
+    with pytest.raises(ValueError, match="exceeds"):
+        growing.integrate(np.full((48, 64), 1.0, np.float32), K, far)

@@ -277,6 +277,15 @@ class PredictOptions:
     max_depth_eval: float = opt(EVAL_DEPTH_RANGE["capture"][1], "metrics with ground-truth "
                                 "depth: valid ground truth up to (m)")
     overwrite: bool = opt(False, "recompute an output made with another configuration")
+    stream: bool = opt(False, "follow a folder capture still being written: predict each "
+                       "frame once the next one arrives, fuse it at once (docs/predict.md)")
+    snapshot_every: int = opt(10, "--stream: rewrite mesh.ply every N predicted frames (0: at "
+                              "the end only)")
+    stream_timeout: float = opt(60.0, "--stream: stop after this many seconds without a new "
+                                "frame (0: never; the end marker or Ctrl-C stop it)")
+    stream_end_marker: str = opt("done", "--stream: the file in the capture folder that "
+                                 "says the capture is complete")
+    stream_poll: float = opt(0.05, "--stream: seconds between looks at the folder")
     backend: str = opt("eager", "eager (PyTorch) or onnxruntime (the graphs of --onnx)")
     onnx: Optional[str] = opt(None, "--backend onnxruntime: a folder written by export.py "
                               "(its model, input size and window replace the options')")
