@@ -87,7 +87,8 @@ def read_model_checkpoint(args) -> dict | None:
         onnx_runtime.apply_manifest(args, args.predict.onnx)
         return None
     if args.predict.backend != "eager":
-        raise ValueError(f"--backend must be eager or onnxruntime, got {args.predict.backend!r}")
+        raise ValueError(f"--backend must be eager or onnxruntime, got "
+                         f"{args.predict.backend!r}")
     if not args.loadckpt:
         return None
     if not Path(args.loadckpt).is_file():
@@ -323,12 +324,13 @@ def main(argv=None) -> dict:
     check_apart(args.output, args.input)  # a recomputation empties parts of the output
     if args.predict.stream:  # a capture still being written: evaluation/streaming.py
         check_stream_options(args)
-        if not args.loadckpt:
+        ckpt = read_model_checkpoint(args)
+        if random_weights(args):
             log.warning(RANDOM_WEIGHTS_WARNING)
         return run_stream(args, StreamHooks(make_model, write_target, picture_writer,
-                                            run_identity, DEPTH_DONE, DEPTH_FORMAT, SUMMARY,
-                                            FORMAT, VERSION),
-                          resolve_device(args.device), read_model_checkpoint(args))
+                                            run_identity, random_weights, DEPTH_DONE,
+                                            DEPTH_FORMAT, SUMMARY, FORMAT, VERSION),
+                          resolve_device(args.device), ckpt)
     unfinished = unfinished_export(args.input)
     if unfinished:
         raise DataError(unfinished)

@@ -49,6 +49,7 @@ class StreamHooks:
     write_target: Callable
     picture_writer: Callable
     run_identity: Callable
+    random_weights: Callable
     depth_marker: str
     depth_format: str
     summary: str
@@ -185,7 +186,8 @@ class Stream:
         timing = latency_figures(self.latency, self.busy_s, time.perf_counter() - self.start)
         summary = {"format": self.hooks.summary_format, "version": self.hooks.version,
                    "input": str(self.args.input), "capture_format": "folder",
-                   "checkpoint": self.args.loadckpt, "random_weights": not self.args.loadckpt,
+                   "checkpoint": self.args.loadckpt,
+                   "random_weights": self.hooks.random_weights(self.args),
                    "frames": [f["stem"] for f in self.frames], "num_frames": len(self.frames),
                    "sequence_frames": len(self.seq) if self.seq is not None else 0,
                    "timing": timing,
@@ -198,10 +200,11 @@ class Stream:
                             "intrinsics_source": self.seq.K_source,
                             "pose_scale": {"scale": 1.0, "why": "folder captures are metric"}})
             marker = {"format": self.hooks.depth_format, "config_hash": config_hash,
-                      "frames": self.frames, "windows": max(0, len(self.seq) - self.protocol.params["lwindow"] + 1),
+                      "frames": self.frames,
+                      "windows": max(0, len(self.seq) - self.protocol.params["lwindow"] + 1),
                       "inference_s": timing["inference_s"],
                       "frames_per_s": timing["frames_per_s"],
-                      "random_weights": not self.args.loadckpt}
+                      "random_weights": self.hooks.random_weights(self.args)}
             write_marker(self.out, marker, files, name=self.hooks.depth_marker)
         if self.volume is not None:
             summary["fusion"] = {**self.snapshot(), "voxel_size": self.args.predict.voxel_size,
