@@ -41,6 +41,8 @@ log = logging.getLogger("export")
 VERSION = 1
 MAX_DEPTH_ERROR = 1e-3  # m, onnxruntime against eager on the tracing inputs
 WINDOW_KINDS = ("estm", "joint")
+# The ONNX exporter's packages log every graph rewrite at INFO.
+QUIET_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx")
 
 
 def window_kinds(args) -> dict:
@@ -160,6 +162,8 @@ def finish_output(temp: Path, out: Path) -> None:
 def main(argv=None) -> dict:
     args = load_config("export", argv, description=__doc__)
     setup_logging(args.log_level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     kinds = window_kinds(args)
     model = load_model(args)
     out = Path(args.output)
