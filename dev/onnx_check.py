@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,6 +55,39 @@ def run(model, seq, protocol) -> tuple[list, list]:
                    for t, _ in protocol.targets(window)]
 
 
+def profiled(model: OnnxModel, folder: str) -> OnnxModel:
+    """``model`` with its sessions replaced by profiling ones (onnxruntime's JSON traces)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.enable_profiling = True
+
+    def session(name):
+        options.profile_file_prefix = f"/tmp/onnx_profile_{Path(name).stem}"
+        return onnxruntime.InferenceSession(str(Path(folder) / name), options,
+                                            providers=["CPUExecutionProvider"])
+
+    model.matching, model.context = session(model.manifest["graphs"]["matching"]), session(
+        model.manifest["graphs"]["context"])
+    model.decoders = {k: session(name) for k, name in model.window["memory"].items()}
+    model.decoders = {int(k): v for k, v in model.decoders.items()}
+    return model
+
+
+def operator_times(model: OnnxModel, top: int = 10) -> list:
+    """``(operator type, share of the node time)`` over every session's trace."""
+    totals: dict = {}
+    for sess in [model.matching, model.context, *model.decoders.values()]:
+        for event in json.loads(Path(sess.end_profiling()).read_text()):
+            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                op = event["args"]["op_name"]
+                totals[op] = totals.get(op, 0) + event["dur"]
+    whole = sum(totals.values())
+    return [(op, round(t / whole, 3)) for op, t in sorted(totals.items(), key=lambda x: -x[1])
+            ][:top]
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--onnx", required=True)
@@ -61,6 +95,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--frame_interval", type=int, default=1)
     parser.add_argument("--memory_size", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile onnxruntime's operators (one more pass)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     manifest = read_manifest(args.onnx)
@@ -79,6 +115,9 @@ def main(argv=None) -> dict:
     result = {"frames": len(depths["eager"]), "max_depth_difference_m": diff,
               "cpu_s_per_window": times, "onnxruntime_over_eager": [
                   o / e for o, e in zip(times["onnxruntime"], times["eager"])]}
+    if args.profile:
+        run(profiled(models["onnxruntime"], args.onnx), seq, protocol)
+        result["onnxruntime_operator_share"] = operator_times(models["onnxruntime"])
     print(json.dumps(result, indent=1))
     return result
 

@@ -30,6 +30,9 @@ from models.memory import ESTMemory
 from utils.geometry import adjugate_inverse
 
 OPSET = 20  # the first with N-D GridSample
+# onnxscript's graph optimiser: its pattern rewrites take minutes per graph (over ten for a
+# Joint window with memory); onnxruntime optimises the graph itself when it loads it.
+OPTIMIZE = False
 CONTEXT_MAPS = 5
 DECODE_OUTPUTS = ("depth", "confidence", "key", "value", "key_world_T_cam")
 MEMORY_INPUTS = ("memory_keys", "memory_values", "memory_world_T_cam")
@@ -154,4 +157,4 @@ def save_onnx(program: torch.export.ExportedProgram, args: tuple, path: str,
     torch.onnx.export(onnx_ready(program), args, path, dynamo=True, opset_version=OPSET,
                       input_names=input_names, output_names=output_names,
                       custom_translation_table=_translations(), external_data=False,
-                      verbose=False)
+                      verbose=False, optimize=OPTIMIZE)
