@@ -4,6 +4,7 @@
     python benchmark.py --device cpu --resnet 18 --ndepths 16 --height 128 --width 160
     python benchmark.py --threads 1 --cpu_time true --fast false --out before.json
     python benchmark.py --threads 1 --cpu_time true --compare before.json
+    python benchmark.py --threads 1 --cpu_time true --alternate 5     # official vs fast, one run
     python benchmark.py --measure "" --loader true --loader_workers 4
     python benchmark.py --measure "" --sequence 1000 --height 128 --width 128 --resnet 18
     python benchmark.py --device cuda --amp bf16 --frames ../shared/data/7scenes/redkitchen/seq-sample --frame_interval 1
@@ -22,10 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import statistics
-import tempfile
-import time
 from contextlib import nullcontext
 
 import torch
@@ -39,6 +37,7 @@ from models import precision
 from models.depthnet import DepthNetHybrid, check_compile_mode, compiled_parts
 from models.inference import prepare_for_inference
 from models.memory import MemoryBuffer
+from training.loader_rate import run_loader
 from utils.config import load_config
 from utils.distributed import resolve_device
 from utils.io import save_json
@@ -186,52 +185,13 @@ def run_sequence(model, args, timer, autocast) -> dict:
     return report
 
 
-def run_loader(args, train_step_s) -> dict:
-    """Samples/s of the training loader alone (decode, resize, stack) at ``--loader_workers``."""
-    from torch.utils.data import DataLoader
-
-    from datasets.scannet import ScanNetTrainDataset
-    from datasets.synthetic.writer import generate
-
-    tmp = None
-    root = args.loader_data
-    if not root:
-        tmp = tempfile.TemporaryDirectory(prefix="estdepth_loader_")
-        root = tmp.name
-        # ScanNet's own size; 30 frames at interval 1 give 10 windows of 5 frames.
-        generate(root, "scannet", scenes=1, frames=30, height=480, width=640, seed=0, val=0,
-                 test=0, workers=1)
-    try:
-        dataset = ScanNetTrainDataset(root, os.path.join(root, "splits", "train_split.txt"),
-                                      height=args.height, width=args.width, n_frames=5,
-                                      frame_interval=1 if tmp else args.frame_interval,
-                                      intrinsics="scene" if tmp else args.intrinsics)
-        sampler = torch.utils.data.RandomSampler(dataset, replacement=True,
-                                                 num_samples=args.loader_samples + 1)
-        loader = DataLoader(dataset, batch_size=1, sampler=sampler,
-                            num_workers=args.loader_workers, pin_memory=False)
-        batches = iter(loader)
-        next(batches)  # worker start-up is not the steady rate
-        start = time.perf_counter()
-        count = sum(1 for _ in batches)
-        seconds = time.perf_counter() - start
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-    report = {"workers": args.loader_workers, "samples": count, "wall_s": seconds,
-              "samples_per_s": count / seconds}
-    if train_step_s:
-        report["model_samples_per_s"] = 1.0 / train_step_s
-        report["loader_vs_model"] = report["samples_per_s"] * train_step_s
-    return report
-
-
 # ------------------------------------------------------------------------ report
 def print_report(results: dict, before: dict | None) -> None:
     c = results["config"]
     print(f"ResNet-{c['resnet']}, {c['ndepths']} planes, {c['height']}x{c['width']}, "
           f"EST {'on' if c['IF_EST_transformer'] else 'off'}, {c['device']}, amp {c['amp']}, "
-          f"{'fast' if c['fast'] else 'official'} inference path, compile {c['compile']}, "
+          f"{c['fast'] if c['fast'] == 'alternating' else 'fast' if c['fast'] else 'official'} "
+          f"inference path, compile {c['compile']}, "
           f"CUDA graphs {c.get('cuda_graphs', False)}, "
           f"torch {c['torch']}, {c['threads']} CPU threads, {c['timer']} time")
     for key, t in results["timings"].items():
@@ -333,6 +293,37 @@ def measure_training(model, args, device, timer, autocast, results: dict) -> Non
             model, args, device, autocast)
 
 
+def measure_alternating(model, measures: list, args, device, timer, autocast) -> dict:
+    """``--alternate`` rounds, each timing every measure on the official path, then on the
+    fast one (one machine state for both: the ratio of a round is a fair comparison even
+    when the machine's load drifts between rounds)."""
+    rounds: dict = {}
+    args.profile = False
+    for _ in range(args.alternate):
+        for path in ("official", "fast"):
+            args.fast = path == "fast"
+            results = {"timings": {}}
+            measure_inference(model, measures, args, timer, autocast, results)
+            if "train" in measures:
+                measure_training(model, args, device, timer, autocast, results)
+            for key, t in results["timings"].items():
+                rounds.setdefault(key, {"official_s": [], "fast_s": []})[f"{path}_s"].append(
+                    t["median_s"])
+    for r in rounds.values():
+        r["ratios"] = [o / f for o, f in zip(r["official_s"], r["fast_s"])]
+        r["ratio_median"] = statistics.median(r["ratios"])
+        r["ratio_min"], r["ratio_max"] = min(r["ratios"]), max(r["ratios"])
+    return rounds
+
+
+def print_alternating(rounds: dict) -> None:
+    for key, r in rounds.items():
+        print(f"  {LABELS[key]}: official / fast x{r['ratio_median']:.2f} (range "
+              f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f} over {len(r['ratios'])} rounds; "
+              f"official {statistics.median(r['official_s']) * 1e3:.0f} ms, fast "
+              f"{statistics.median(r['fast_s']) * 1e3:.0f} ms, medians)")
+
+
 def main(argv=None) -> dict:
     args = load_config("benchmark", argv, description=__doc__)
     logging.basicConfig(level=getattr(logging, args.log_level, logging.INFO))
@@ -353,6 +344,13 @@ def main(argv=None) -> dict:
         return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
     results = {"config": run_config(args, device), "timings": {}}
+    if args.alternate:
+        results["alternating"] = measure_alternating(model, measures, args, device, timer,
+                                                     autocast)
+        results["config"]["fast"] = "alternating"
+        print_report(results, None)
+        print_alternating(results["alternating"])
+        return save_results(results, args.out)
     measure_inference(model, measures, args, timer, autocast, results)
     if "train" in measures:
         measure_training(model, args, device, timer, autocast, results)
@@ -363,8 +361,12 @@ def main(argv=None) -> dict:
     if device.type == "cuda":
         results["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
     print_report(results, before)
-    if args.out:
-        save_json(results, args.out)
+    return save_results(results, args.out)
+
+
+def save_results(results: dict, out: str | None) -> dict:
+    if out:
+        save_json(results, out)
     return results
 
 

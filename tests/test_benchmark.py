@@ -135,3 +135,26 @@ def test_an_unknown_compile_mode_or_part_is_refused_before_any_work():
     with pytest.raises(ValueError, match="compiled parts must be some of"):
         benchmark.main(TINY + ["--compiled_parts", "CostRegNet,decoder"])
     assert compiled_parts(" pre1, CostRegNet") == ("pre1", "CostRegNet")
+
+
+@pytest.mark.slow
+def test_alternating_rounds_time_both_paths_and_state_the_ratio_spread(capsys, monkeypatch):
+    """--alternate: each round times the official path, then the fast one; every ratio is
+    a round's official / fast, and the report states their median and range."""
+    paths = []
+    timed = benchmark.timed_windows
+
+    def recording(model, *args, **kwargs):
+        paths.append(getattr(model, "folded_batchnorms", None) is not None)
+        return timed(model, *args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "timed_windows", recording)
+    results = benchmark.main(TINY + ["--measure", "estm", "--alternate", "3", "--cpu_time",
+                                     "true"])
+    assert paths == [False, True] * 3  # official (unfolded), then the folded inference copy
+    r = results["alternating"]["estm_window"]
+    assert len(r["official_s"]) == len(r["fast_s"]) == len(r["ratios"]) == 3
+    assert r["ratios"] == [o / f for o, f in zip(r["official_s"], r["fast_s"])]
+    assert r["ratio_min"] <= r["ratio_median"] <= r["ratio_max"]
+    assert results["config"]["fast"] == "alternating" and results["timings"] == {}
+    assert f"x{r['ratio_median']:.2f} (range {r['ratio_min']:.2f}-" in capsys.readouterr().out

@@ -350,6 +350,8 @@ class BenchmarkOptions:
     out: Optional[str] = opt(None, "write the results as JSON to this file")
     compare: Optional[str] = opt(None, "a previous --out JSON: print each median's ratio "
                                  "(before / now)")
+    alternate: int = opt(0, "rounds of the official path then the fast one (--fast ignored), "
+                         "in one run: each round's ratio official / fast, their median and range")
 
 
 # Section of configs/default.yaml -> its group, in the file's order.
