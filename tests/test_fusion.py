@@ -127,6 +127,7 @@ def test_the_fusion_speed_tool_times_both_ways_on_one_volume():
     assert result["box_s"] > 0 and result["every_s"] > 0
 
 
+@pytest.mark.slow
 def test_a_growing_volume_equals_one_allocated_with_the_final_bounds(synthetic_views):
     """Frame by frame, the volume grows (re-allocating several times); its voxels and its
     mesh equal, bit for bit, those of one volume that covers every frame from the start."""

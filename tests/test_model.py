@@ -119,6 +119,7 @@ def test_the_official_window_metrics_are_computed_outside_the_model(small_model)
 
 
 @torch.no_grad()
+@pytest.mark.slow
 def test_est_only_runs_with_memory_outside_training():
     """Without memory an eval forward skips the transformer: same as a model without one."""
     torch.manual_seed(0)

@@ -80,6 +80,7 @@ def test_predict_errors(tmp_path, redkitchen):
                       "both"] + TINY)
 
 
+@pytest.mark.slow
 def test_ground_truth_fusion_agrees_with_real_depth(redkitchen):
     """Poses, intrinsics and units end to end: the 7-Scenes sample's ground-truth depth
     fused with its poses gives a mesh on which every frame's depth lies (median < 2 cm)."""

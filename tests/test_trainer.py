@@ -43,6 +43,7 @@ def test_non_finite_batch_norm_statistics_are_never_saved(trainer):
     assert not list(Path(trainer.args.logdir).glob("*.ckpt"))
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stop_is_reached_by_a_diverging_run(train_set, tmp_path):
     with pytest.raises(trainer_lib.NonFiniteLossError, match="non-finite loss at step 2"):
         train_hybrid.main(TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path),
@@ -126,6 +127,7 @@ def test_a_resumed_run_keeps_every_logged_step_in_tensorboard(train_set, tmp_pat
     assert [s.step for s in events.Scalars("train/loss")] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_the_progress_bar_ends_at_max_iters(train_set, tmp_path, capsys):
     train_hybrid.main(TRAIN + ["--datapath", train_set, "--logdir", str(tmp_path),
                                "--max_iters", "2"])
