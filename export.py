@@ -26,10 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evaluation.run import apply_checkpoint_options, build_model
+from evaluation.run import apply_checkpoint_options, checkpoint_or_random_model
 from models import export as export_mod
-from models.depthnet import DepthNetHybrid
-from models.inference import prepare_for_inference
 from models.onnx_runtime import MANIFEST, MANIFEST_FORMAT
 from utils.checkpoint import read_checkpoint
 from utils.config import group_of, load_config
@@ -60,17 +58,15 @@ def window_kinds(args) -> dict:
 
 def load_model(args):
     """The inference copy of ``--loadckpt`` (its options and size), or random weights."""
+    ckpt = None
     if args.loadckpt:
         if not Path(args.loadckpt).is_file():
             raise FileNotFoundError(f"--loadckpt {args.loadckpt}: no such file")
         ckpt = read_checkpoint(args.loadckpt)
         apply_checkpoint_options(args, ckpt)
-        model = build_model(args, torch.device("cpu"), ckpt)
     else:
         log.warning("no --loadckpt: exporting RANDOM weights (for tests and timing only)")
-        torch.manual_seed(args.seed)
-        model = DepthNetHybrid.from_options(args.model).eval()
-    return prepare_for_inference(model)
+    return checkpoint_or_random_model(args, torch.device("cpu"), ckpt)
 
 
 def run_onnx(path: Path, names: list, args: tuple) -> list:

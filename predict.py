@@ -41,11 +41,10 @@ from evaluation import metrics as metrics_mod
 from evaluation import pictures as pictures_mod
 from evaluation.inference_loop import infer_windows
 from evaluation.protocols import estm_protocol, joint_protocol
-from evaluation.run import apply_checkpoint_options, build_model
+from evaluation.run import apply_checkpoint_options, checkpoint_or_random_model
 from evaluation.run_files import COLOR_MAX_DEPTH, finished_marker, frame_stem, write_marker
-from evaluation.streaming import StreamHooks, check_stream_options, run_stream
+from evaluation.streaming import OUTPUT_FOLDERS, StreamHooks, check_stream_options, run_stream
 from models.depthnet import DepthNetHybrid
-from models.inference import prepare_for_inference
 from models import onnx_runtime
 from models.memory import MemoryBuffer
 from utils.checkpoint import read_checkpoint
@@ -111,12 +110,7 @@ def make_model(args, device: torch.device, ckpt: dict | None) -> DepthNetHybrid:
     numbers up to float rounding, see models/inference.py)."""
     if args.predict.backend == "onnxruntime":
         return onnx_runtime.OnnxModel(args.predict.onnx, args.mode, device.type)
-    if args.loadckpt:
-        model = build_model(args, device, ckpt)
-    else:
-        torch.manual_seed(args.seed)
-        model = DepthNetHybrid.from_options(args.model).to(device)
-    return prepare_for_inference(model)
+    return checkpoint_or_random_model(args, device, ckpt)
 
 
 def run_identity(args, seq) -> tuple[str, dict]:
@@ -169,7 +163,7 @@ def predict_depths(args, seq, out: Path, config_hash: str, device, ckpt: dict | 
                    pose_scale: float = 1.0) -> dict:
     """Run the model over the sequence and write a depth PNG (+ preview) per target frame;
     the PNG in the capture's units (the network's metres divided by ``pose_scale``)."""
-    for folder in ("depth", "preview", "confidence", "cloud"):  # an interrupted attempt
+    for folder in OUTPUT_FOLDERS:  # an interrupted attempt
         shutil.rmtree(out / folder, ignore_errors=True)
     protocol = make_protocol(args.predict)
     windows = protocol.windows(len(seq))

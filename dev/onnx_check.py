@@ -70,8 +70,7 @@ def profiled(model: OnnxModel, folder: str) -> OnnxModel:
 
     model.matching, model.context = session(model.manifest["graphs"]["matching"]), session(
         model.manifest["graphs"]["context"])
-    model.decoders = {k: session(name) for k, name in model.window["memory"].items()}
-    model.decoders = {int(k): v for k, v in model.decoders.items()}
+    model.decoders = {int(k): session(name) for k, name in model.window["memory"].items()}
     return model
 
 

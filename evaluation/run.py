@@ -108,6 +108,17 @@ def build_model(args, device: torch.device, ckpt: Optional[dict] = None) -> Dept
     return model.to(device).eval()
 
 
+
+def checkpoint_or_random_model(args, device: torch.device, ckpt: Optional[dict]):
+    """The inference copy (models/inference.py) of ``--loadckpt``'s model, or of a model
+    with ``--seed``'s random weights when no checkpoint is given (predict.py, export.py)."""
+    if args.loadckpt:
+        model = build_model(args, device, ckpt)
+    else:
+        torch.manual_seed(args.seed)
+        model = DepthNetHybrid.from_options(args.model).to(device).eval()
+    return prepare_for_inference(model)
+
 # ------------------------------------------------------------------------- outputs
 def enabled_kinds(opts: EvalOptions) -> list[str]:
     """The output folders the ``--save_*`` options ask for."""

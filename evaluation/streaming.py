@@ -37,6 +37,7 @@ from models.memory import MemoryBuffer
 from utils.io import folder_lock, save_json
 
 log = logging.getLogger("predict")
+# The per-frame output folders (predict.py empties them too before predicting).
 OUTPUT_FOLDERS = ("depth", "preview", "confidence", "cloud")
 
 
@@ -167,7 +168,7 @@ class Stream:
             return
         K_net = self.seq.cam_intr.numpy().astype(np.float64)
         for frame in self.frames[self.fused:]:
-            depth = read_depth(self.out / "depth" / f"{frame['stem']}.png") * np.float32(1.0)
+            depth = read_depth(self.out / "depth" / f"{frame['stem']}.png")
             K = resize_intrinsics(K_net, (self.args.height, self.args.width), depth.shape)
             self.volume.integrate(depth, K, self.seq.poses[frame["index"]])
             self.fused += 1

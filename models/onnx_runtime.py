@@ -103,9 +103,6 @@ class OnnxModel:
         self.device = torch.device("cpu")  # inputs and outputs are host tensors
         log.info("onnxruntime (%s) runs %s", ", ".join(self.providers), folder)
 
-    def eval(self) -> "OnnxModel":
-        return self
-
     def matching_features(self, imgs_n3hw: torch.Tensor) -> torch.Tensor:
         (matching,) = self.matching.run(None, {"image": _numpy(imgs_n3hw)})
         return torch.from_numpy(matching)
