@@ -35,9 +35,8 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
-from datasets.prefetch import prefetched
 from evaluation import run_metrics as metrics_mod
-from evaluation.inference_loop import infer_windows
+from evaluation.inference_loop import infer_sequences
 from evaluation.protocols import Protocol, estm_protocol, joint_protocol
 from evaluation.run_files import (FORMAT_VERSION, MARKER_FORMAT, OUTPUT_KINDS, RUN_FILE,
                                   RUN_FORMAT, clear_attempt, frame_stem, read_marker, save_target,
@@ -48,7 +47,6 @@ from models import precision
 from models.depthnet import DepthNetHybrid
 from models.factory import checkpoint_options
 from models.inference import prepare_for_inference
-from models.memory import MemoryBuffer
 from utils.checkpoint import read_checkpoint
 from utils.config import group_of, load_config, log_ignored, set_group
 from utils.distributed import resolve_device
@@ -201,49 +199,80 @@ def plan_scene(args, protocol: Protocol, name: str, folder: Path, depth_range: t
     return seq, windows
 
 
-def evaluate_scene(model, args, protocol: Protocol, name: str, seq, windows: list,
-                   scene_dir: Path, config_hash: str) -> dict:
-    """Predict every target frame of one scene and write its files, the marker last."""
-    clear_attempt(scene_dir)  # an interrupted attempt: none of its files may survive
-    targets = [pair for window in windows for pair in protocol.targets(window)]
-    if len({i for _, i in targets}) != len(targets):  # a protocol's windows must not overlap
-        raise RuntimeError(f"{name}: the {protocol.name} windows would predict a frame twice")
-    log.info("%s: %d frames (frame interval %d), %d skipped for a non-finite pose, %d without "
-             "ground truth; %d windows, %d target frames", name, len(seq), args.frame_interval,
-             seq.skipped_nonfinite, len(seq.missing_depth), len(windows), len(targets))
+class SceneWriter:
+    """One scene's output files, written as its windows arrive; the marker after the last."""
 
-    memory = (MemoryBuffer(protocol.memory_size) if model.IF_EST_transformer else None)
-    kinds = enabled_kinds(args)
-    files, stems, frame_ids = [], [], []
-    scene_dir.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=len(targets), desc=name, unit="frame", dynamic_ncols=True) as bar, \
-            prefetched(seq, windows, args.num_workers) as frames:
-        for window, batch, outputs in infer_windows(model, frames, windows, memory):
-            for t, index in protocol.targets(window):
-                position = window.index(index)
-                stem = frame_stem(batch["img_paths"][position])
-                files += save_target(scene_dir, stem, outputs, t, kinds, args.save_dtype,
-                                     args.save_images)
-                stems.append(stem)
-                frame_ids.append(batch["frame_ids"][position])
-                bar.update(1)
-    if not stems:  # windows always have targets; never mark an empty scene done
-        raise NothingPredictedError(f"{name}: no frame was predicted")
-    marker = {
-        "format": MARKER_FORMAT,
-        "version": FORMAT_VERSION,
-        "scene": name,
-        "mode": protocol.name,
-        "config_hash": config_hash,
-        "num_frames": len(stems),
-        "frames": stems,
-        "frame_ids": frame_ids,
-        "sequence_frames": len(seq),
-        "skipped_nonfinite": seq.skipped_nonfinite,
-        "missing_depth": len(seq.missing_depth),
-        "windows": len(windows),
-    }
-    return write_marker(scene_dir, marker, files)
+    def __init__(self, args, protocol: Protocol, name: str, seq, windows: list,
+                 scene_dir: Path, config_hash: str, bar):
+        clear_attempt(scene_dir)  # an interrupted attempt: none of its files may survive
+        targets = [pair for window in windows for pair in protocol.targets(window)]
+        if len({i for _, i in targets}) != len(targets):  # windows must not overlap
+            raise RuntimeError(f"{name}: the {protocol.name} windows would predict a frame twice")
+        log.info("%s: %d frames (frame interval %d), %d skipped for a non-finite pose, %d "
+                 "without ground truth; %d windows, %d target frames", name, len(seq),
+                 args.frame_interval, seq.skipped_nonfinite, len(seq.missing_depth),
+                 len(windows), len(targets))
+        self.args, self.protocol, self.name, self.seq, self.windows = (args, protocol, name,
+                                                                       seq, windows)
+        self.scene_dir, self.config_hash, self.bar = scene_dir, config_hash, bar
+        self.kinds = enabled_kinds(args)
+        self.files, self.stems, self.frame_ids = [], [], []
+        scene_dir.mkdir(parents=True, exist_ok=True)
+
+    def add(self, window: list, batch: dict, outputs: dict) -> None:
+        """Write the targets of one window."""
+        for t, index in self.protocol.targets(window):
+            position = window.index(index)
+            stem = frame_stem(batch["img_paths"][position])
+            self.files += save_target(self.scene_dir, stem, outputs, t, self.kinds,
+                                      self.args.save_dtype, self.args.save_images)
+            self.stems.append(stem)
+            self.frame_ids.append(batch["frame_ids"][position])
+            self.bar.update(1)
+
+    def finish(self) -> dict:
+        """Write the completion marker; returns it."""
+        if not self.stems:  # windows always have targets; never mark an empty scene done
+            raise NothingPredictedError(f"{self.name}: no frame was predicted")
+        marker = {
+            "format": MARKER_FORMAT,
+            "version": FORMAT_VERSION,
+            "scene": self.name,
+            "mode": self.protocol.name,
+            "config_hash": self.config_hash,
+            "num_frames": len(self.stems),
+            "frames": self.stems,
+            "frame_ids": self.frame_ids,
+            "sequence_frames": len(self.seq),
+            "skipped_nonfinite": self.seq.skipped_nonfinite,
+            "missing_depth": len(self.seq.missing_depth),
+            "windows": len(self.windows),
+        }
+        return write_marker(self.scene_dir, marker, self.files)
+
+
+def evaluate_scenes(model, args, protocol: Protocol, plans: dict, dirs: dict,
+                    config_hash: str) -> dict:
+    """Predict every target frame of the planned scenes, ``--batch_sequences`` scenes at a
+    time (:func:`evaluation.inference_loop.infer_sequences`), writing each scene's files
+    and, when its last window is written, its marker. Returns the markers by scene."""
+    memory_size = protocol.memory_size if model.IF_EST_transformer else None
+    total = sum(len(protocol.targets(w)) for _, windows in plans.values() for w in windows)
+    writers, markers = {}, {}
+    with tqdm(total=total, desc=protocol.name, unit="frame", dynamic_ncols=True) as bar:
+        def jobs():
+            for name, (seq, windows) in plans.items():
+                writers[name] = SceneWriter(args, protocol, name, seq, windows, dirs[name],
+                                            config_hash, bar)
+                yield name, seq, windows
+
+        for name, k, window, batch, outputs in infer_sequences(
+                model, jobs(), memory_size, args.batch_sequences, args.num_workers):
+            writers[name].add(window, batch, outputs)
+            if k == len(writers[name].windows) - 1:
+                markers[name] = writers.pop(name).finish()
+                bar.set_postfix(scenes=f"{len(markers)}/{len(plans)}")
+    return markers
 
 
 def run_evaluation(args, protocol: Protocol) -> dict:
@@ -280,14 +309,14 @@ def run_evaluation(args, protocol: Protocol) -> dict:
                  protocol.name, len(scenes), run_dir, config_hash, device)
         model = inference_model(args, device, ckpt)
         del ckpt
+        markers = evaluate_scenes(model, args, protocol, plans, dirs, config_hash)
         summary = {}
         for name, _ in scenes:
             if name in done:
                 marker = read_marker(dirs[name])
                 log.info("%s: done (%d frames), skipped", name, marker["num_frames"])
             else:
-                marker = evaluate_scene(model, args, protocol, name, *plans.pop(name),
-                                        dirs[name], config_hash)
+                marker = markers[name]
             summary[name] = {"status": "skipped" if name in done else "evaluated",
                              "frames": marker["num_frames"],
                              "skipped_nonfinite": marker["skipped_nonfinite"],

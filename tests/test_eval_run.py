@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,6 +110,28 @@ def test_truncated_outputs_of_a_done_scene_are_detected_and_recomputed(seven_set
     assert result["scenes"]["room0000/seq-01"]["status"] == "evaluated"
     assert result["scenes"]["room0000/seq-02"]["status"] == "skipped"
     assert folder_files(scene) == reference
+
+
+def test_batched_sequences_write_the_one_at_a_time_files_and_resume_them(seven_set, ckpt,
+                                                                          estm_run, tmp_path):
+    """--batch_sequences 2 (both sequences in one batch): the same files, markers and
+    configuration hash as one at a time (depths within rounding), so a run resumes across
+    batch sizes."""
+    result = eval_hybrid_seq.main(estm_argv(seven_set, ckpt, tmp_path, "--metrics", "False",
+                                            "--batch_sequences", "2"))
+    alone, batched = folder_files(estm_run / "estm"), folder_files(tmp_path / "estm")
+    assert alone.keys() == batched.keys()
+    markers = [rel for rel in alone if rel.endswith(run_files.MARKER)]
+    assert len(markers) == 2 and all(alone[rel] == batched[rel] for rel in markers)
+    depths = [rel for rel in alone if rel.endswith(".npy")]
+    assert len(depths) == 8
+    for rel in depths:
+        a, b = (np.load(root / "estm" / rel) for root in (estm_run, tmp_path))
+        assert np.abs(a - b).max() <= 1e-5, rel
+    resumed = eval_hybrid_seq.main(estm_argv(seven_set, ckpt, copy_run(estm_run, tmp_path),
+                                             "--metrics", "False", "--batch_sequences", "2"))
+    assert resumed["config_hash"] == result["config_hash"]
+    assert {s["status"] for s in resumed["scenes"].values()} == {"skipped"}
 
 
 # ------------------------------------------------------------ refused before the work

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from evaluation.inference_loop import FrameFeatureCache, infer_windows
+from evaluation.inference_loop import FrameFeatureCache, infer_sequences, infer_windows
 from evaluation.protocols import estm_protocol, joint_protocol
 from models.depthnet import DepthNetHybrid
 from models.inference import fold_batchnorm, prepare_for_inference
@@ -18,6 +18,9 @@ PROTOCOLS = [estm_protocol(), joint_protocol()]
 # are the same maths rounded differently: depths in metres.
 CACHED_TOL = 0.0
 FOLDED_TOL = 1e-4
+# Batched decoding runs the same maths on a batch: convolution kernels may round it
+# differently (measured on this CPU: at most 1e-6 m).
+BATCHED_TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +191,54 @@ def test_the_inference_copy_leaves_the_callers_model_as_it_was():
     copy = prepare_for_inference(model, fold_bn=True)
     assert model.training and not copy.training
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def _distinct_sequences(lengths) -> list:
+    """Sequences that differ in length, motion and intrinsics (a mix-up between sequences
+    in a batch changes depths by far more than rounding)."""
+    sequences = []
+    for n, step, focal in zip(lengths, (0.05, -0.04, 0.06), (1.0, 0.8, 1.1)):
+        frames = sideways_frames(n)
+        for i, frame in enumerate(frames):
+            frame["cam_pose"] = frame["cam_pose"].clone()
+            frame["cam_pose"][:2, 3] = torch.tensor([step * i, 0.01 * i])
+            frame["cam_intr"] = frame["cam_intr"] * torch.tensor([[focal], [focal], [1.0]])
+        sequences.append(frames)
+    return sequences
+
+
+@pytest.mark.slow  # 16 ESTM / 14 Joint windows: ~15-40 s each on 2 busy cores
+@pytest.mark.parametrize("protocol, lengths, batches", [
+    # (batch, memory views) of each decode: sequences 0 and 1 (2 and 4 windows) together;
+    # sequence 2 starts when 0 ends and runs beside 1 in batches of their own memory length.
+    (estm_protocol(), (4, 6, 4), [(2, 0), (2, 1), (1, 0), (1, 2), (1, 1), (1, 2)]),
+    (joint_protocol(), (11, 14, 9), [(2, 0), (2, 1), (1, 0), (1, 1), (1, 1)])],
+    ids=["estm", "joint"])
+def test_batched_sequences_equal_one_at_a_time(model, protocol, lengths, batches, monkeypatch):
+    """Two places for three ragged sequences: the third starts while the second has
+    memory, so batches of different memory lengths run side by side."""
+    sequences = _distinct_sequences(lengths)
+    alone = [[out for _, _, out in infer_windows(model, seq, protocol.windows(len(seq)),
+                                                  MemoryBuffer(protocol.memory_size))]
+             for seq in sequences]
+    sizes, decode = [], DepthNetHybrid.decode
+
+    def spy(self, matching, context, poses, intr, memory=None, use_est=None):
+        sizes.append((poses.shape[0], len(memory) if memory is not None else 0))
+        return decode(self, matching, context, poses, intr, memory, use_est)
+    monkeypatch.setattr(DepthNetHybrid, "decode", spy)
+    jobs = [(key, seq, protocol.windows(len(seq))) for key, seq in enumerate(sequences)]
+    batched = {key: [] for key in range(len(sequences))}
+    for key, k, window, _, out in infer_sequences(model, jobs, protocol.memory_size, 2):
+        assert k == len(batched[key]) and window == jobs[key][2][k]  # each in its own order
+        batched[key].append(out)
+    assert sizes == batches
+    for key, outputs in batched.items():
+        assert len(outputs) == len(alone[key]) == len(jobs[key][2])
+        assert all(out[("depth", 0, 0)].shape[0] == 1 for out in outputs)
+        assert _worst_difference(alone[key], outputs) <= BATCHED_TOL
+
+
+def test_batched_sequences_refuse_a_batch_size_below_one(model):
+    with pytest.raises(ValueError, match="batch_sequences"):
+        list(infer_sequences(model, [], 2, 0))

@@ -194,6 +194,8 @@ class EvalOptions:
                         "minutes the first time)")
     cuda_graphs: bool = opt(False, "replay each frame's features and each window's decode "
                             "from CUDA graphs (GPU; models/cuda_graphs.py)")
+    batch_sequences: int = opt(1, "sequences run in lock-step as one batch, each with its "
+                               "own memory (docs/evaluation.md)")
     mode: str = opt("test", "accepted for the official command line; unused",
                     ignored="the script chooses the protocol: eval_hybrid.py (Joint), "
                     "eval_hybrid_seq.py (ESTM)")
