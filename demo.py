@@ -105,6 +105,8 @@ def train(args, plan: dict, data: Path) -> Path:
         "--dataset", "synthetic", "--datapath", str(data), "--logdir", str(logdir),
         "--seq_len", "3", "--batch_size", "1", "--lr", str(args.lr), "--lrepochs",
         args.lrepochs, "--warmup_iters", str(args.warmup_iters),
+        "--init_cost_fusion", args.init_cost_fusion, "--coarse_only_iters",
+        str(args.coarse_only_iters),
         "--max_iters", str(plan["steps"]), "--epochs", "1000", "--save_iters", "100",
         "--keep_checkpoints", "1",
         "--summary_freq", "10", "--num_workers", "1", "--seed", str(args.seed),

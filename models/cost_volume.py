@@ -88,3 +88,37 @@ def build_cost_volume_projected(ref_feat_bchw: torch.Tensor, src_feats: list, sr
                           src_T_refs, K_b33, exact_src_T_refs)
     volumes = [finish(ref_bohw.unsqueeze(2) + w) for w in warped]
     return torch.stack(volumes).mean(dim=0)
+
+
+PAIR_FUSION_INITS = ("random", "difference")
+
+
+def init_pair_fusion_as_difference(conv: torch.nn.Module) -> None:
+    """Set a 1x1x1 convolution over :func:`pair_volume` (``2C -> C``) to the per-channel
+    difference ``reference - warped source`` (bias, if any, zero).
+
+    With it a training run from scratch starts with a cost volume that is a matching cost
+    (zero where the warped source agrees with the reference) instead of a random mix of
+    the two views; the architecture and the checkpoint format are unchanged.
+    """
+    w = conv.weight
+    out_ch, in_ch = w.shape[:2]
+    if in_ch != 2 * out_ch or any(k != 1 for k in w.shape[2:]):
+        raise ValueError(f"need a 1x1x1 convolution 2C -> C, got weight {tuple(w.shape)}")
+    with torch.no_grad():
+        w.zero_()
+        eye = torch.eye(out_ch, dtype=w.dtype, device=w.device)
+        w[:, :out_ch, 0, 0, 0] = eye
+        w[:, out_ch:, 0, 0, 0] = -eye
+        if conv.bias is not None:
+            conv.bias.zero_()
+
+
+def init_pair_fusion(conv: torch.nn.Module, kind: str) -> None:
+    """Initialise the pair fusion ``conv`` as ``kind`` (:data:`PAIR_FUSION_INITS`):
+    ``random`` leaves PyTorch's initialisation, ``difference`` see
+    :func:`init_pair_fusion_as_difference`."""
+    if kind not in PAIR_FUSION_INITS:
+        raise ValueError(f"init_cost_fusion must be one of {PAIR_FUSION_INITS}, got {kind!r}")
+    if kind == "difference":
+        init_pair_fusion_as_difference(conv)

@@ -4,7 +4,8 @@ before the warp) builds the official volume."""
 import pytest
 import torch
 
-from models.cost_volume import build_cost_volume, build_cost_volume_projected, split_pair_conv
+from models.cost_volume import (build_cost_volume, build_cost_volume_projected, init_pair_fusion,
+                                split_pair_conv)
 from models.inference import prepare_for_inference
 from tests.helpers import small_eval_model
 from utils.geometry import relative_pose
@@ -86,3 +87,17 @@ def test_projected_order_trains_as_the_official_one():
     torch.testing.assert_close(m1, m0, atol=1e-6, rtol=1e-5)
     for a, b in zip(g1, g0):
         assert (a - b).abs().max().item() <= 1e-4 * b.abs().max().item()
+
+
+def test_difference_init_makes_the_pair_fusion_reference_minus_source():
+    conv = torch.nn.Conv3d(8, 4, 1, bias=False)
+    init_pair_fusion(conv, "difference")
+    ref, src = torch.randn(2, 4, 3, 5, 6), torch.randn(2, 4, 3, 5, 6)
+    torch.testing.assert_close(conv(torch.cat([ref, src], dim=1)), ref - src)
+    before = torch.nn.Conv3d(8, 4, 1).weight.detach().clone()
+    kept = torch.nn.Conv3d(8, 4, 1)
+    kept.weight.data.copy_(before)
+    init_pair_fusion(kept, "random")  # leaves PyTorch's initialisation
+    assert torch.equal(kept.weight, before)
+    with pytest.raises(ValueError):
+        init_pair_fusion(conv, "identity")

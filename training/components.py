@@ -11,6 +11,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from datasets.scannet import ScanNetTrainDataset
 from models import precision
+from models.cost_volume import init_pair_fusion
 from models.depthnet import DepthNetHybrid, check_compile_mode
 from utils import distributed as dist_utils
 from utils.options import MIN_WINDOW_FRAMES, ModelOptions, TrainOptions
@@ -153,6 +154,7 @@ def build_model(model_opts: ModelOptions, opts: TrainOptions,
     work), frozen where :func:`freeze` says, with SyncBatchNorm for ``--sync_bn``, its parts
     compiled for ``--compile``."""
     model = DepthNetHybrid.from_options(model_opts).use_fast_layers()
+    init_pair_fusion(model.pre0[0], opts.init_cost_fusion)
     freeze(model, opts)
     model = model.to(env.device)
     if opts.sync_bn:
