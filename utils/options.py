@@ -237,7 +237,7 @@ class DemoOptions:
     init_cost_fusion: str = opt("difference", "demo: initial cost fusion (train's "
                                 "--init_cost_fusion; difference: a matching cost from the "
                                 "first step)")
-    coarse_only_iters: int = opt(150, "demo: supervise only the cost-volume depths (scales "
+    coarse_only_iters: int = opt(0, "demo: supervise only the cost-volume depths (scales "
                                  "2, 3) for the first n steps (train's --coarse_only_iters)")
     out: str = opt("./demo_output", "where the demo writes data, training, evaluations")
     quick: bool = opt(False, "a reduced, one-minute version (what the tests run)")
