@@ -4,7 +4,6 @@ import torch
 
 SCALES = (0, 1, 2, 3)
 SCALE_WEIGHT = 0.8
-COARSE_SCALES = (2, 3)  # the depths read from the cost volume (soft-argmin over planes)
 
 
 def multiscale_depth_loss(outputs: dict, gt_btchw: torch.Tensor, mask_btchw: torch.Tensor,
@@ -52,19 +51,3 @@ def depth_stats(gt: torch.Tensor, pred: torch.Tensor, depth_min: float, depth_ma
     ratio = torch.maximum(gt / pred, pred / gt)
     return masked_mean((ratio < 1.25).float(), valid), masked_mean((gt - pred).abs() / gt, valid)
 
-
-def coarse_only_loss(losses: dict, scales=COARSE_SCALES, weight: float = SCALE_WEIGHT):
-    """The loss of :func:`multiscale_depth_loss` over ``scales`` only (the cost-volume
-    depths), from its per-scale ``loss_s``; the other scales enter with weight 0, so every
-    parameter still gets a (zero) gradient, as distributed training needs.
-
-    A curriculum for training from scratch: early on, the full-resolution refinement's
-    easy minimum (one depth for the whole frame) otherwise dominates the gradient the
-    matching branch gets.
-    """
-    total = 0.0
-    for key, value in losses.items():
-        if key.startswith("loss_"):
-            s = int(key[len("loss_"):])
-            total = total + (weight ** s if s in scales else 0.0) * value
-    return total

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from models.losses import coarse_only_loss, depth_stats, masked_mean, multiscale_depth_loss
+from models.losses import depth_stats, masked_mean, multiscale_depth_loss
 
 
 def test_masked_mean_equals_indexing_and_is_nan_when_empty():
@@ -40,13 +40,3 @@ def test_loss_and_statistics_equal_the_official_indexed_computation():
     losses["loss"].backward()
     grad = outputs[("depth", 0, 0)].grad
     assert torch.isfinite(grad).all() and (grad[~mask[:, 0]] == 0).all()
-
-
-def test_coarse_only_loss_keeps_the_cost_volume_scales_with_their_weights():
-    losses = {"loss_0": torch.tensor(1.0, requires_grad=True), "loss_1": torch.tensor(2.0),
-              "loss_2": torch.tensor(3.0), "loss_3": torch.tensor(4.0),
-              "delta_0": torch.tensor(0.5), "loss": torch.tensor(10.0)}
-    total = coarse_only_loss(losses)
-    assert math.isclose(total.item(), 0.8 ** 2 * 3.0 + 0.8 ** 3 * 4.0, rel_tol=1e-6)
-    total.backward()  # the fine scales stay in the graph, with a zero gradient
-    assert losses["loss_0"].grad.item() == 0.0

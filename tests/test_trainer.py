@@ -33,6 +33,16 @@ def trainer(train_set, tmp_path):
     return trainer_lib.Trainer(args, dist_utils.init_distributed("cpu"))
 
 
+def test_init_cost_fusion_difference_starts_from_a_matching_cost(train_set, tmp_path):
+    args = load_config("train", TRAIN + ["--datapath", train_set, "--logdir",
+                                         str(tmp_path / "logs"), "--init_cost_fusion",
+                                         "difference"])
+    net = trainer_lib.Trainer(args, dist_utils.init_distributed("cpu")).model
+    weight = getattr(net, "module", net).pre0[0].weight[..., 0, 0, 0]
+    eye = torch.eye(weight.shape[0])
+    assert torch.equal(weight, torch.cat([eye, -eye], dim=1))  # reference - warped source
+
+
 # ------------------------------------------------------------------ non-finite values
 def test_non_finite_batch_norm_statistics_are_never_saved(trainer):
     trainer.step = 17

@@ -18,7 +18,6 @@ from tqdm import tqdm
 
 from models import precision
 from models.depthnet import check_inputs
-from models.losses import coarse_only_loss
 from training.components import (amp_dtype, build_dataset, build_model, grad_scaler,
                                   log_native_equivalents, rng_state, set_rng_state, wrap_ddp)
 from utils import checkpoint as ckpt_io
@@ -275,8 +274,6 @@ class Trainer:
         with precision.autocast(device.type, self.amp_dtype):
             outputs, losses = self.net(imgs, poses, intr, sample, mode="train",
                                        inputs_checked=True)
-        if self.step < self.args.coarse_only_iters:
-            losses["loss"] = coarse_only_loss(losses)
         self.scaler.scale(losses["loss"]).backward()
         self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.trainable, clip, norm_type=2)

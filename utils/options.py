@@ -120,16 +120,9 @@ class TrainOptions:
                          "with a GradScaler")
     amp: str = opt("none", "mixed precision: none, bf16 or fp16 (fp16 uses a GradScaler); "
                    "see models/precision.py")
-    init_cost_fusion: str = opt("random", "initial weights of the cost volume's pair "
-                                "fusion (pre0's 1x1x1 convolution of [reference; warped "
-                                "source]): random (PyTorch's default, the official) or "
-                                "difference (reference minus warped source, channel by "
-                                "channel: a matching cost from the first step); a recipe "
-                                "choice for training from scratch, overwritten by "
-                                "--loadckpt/--resume")
-    coarse_only_iters: int = opt(0, "supervise only the cost-volume depths (scales 2 and 3) "
-                                 "for the first n iterations, then all four scales (0: all "
-                                 "scales from the start, the official)")
+    init_cost_fusion: str = opt("random", "cost volume's pair fusion (pre0) at the start: "
+                                "random (the official) or difference (reference - warped "
+                                "source: a matching cost from step 0; docs/training.md)")
     fix_matchingFeature: bool = opt(False, "freeze the matching feature net")
     fix_semanticFeature: bool = opt(False, "freeze the ResNet context encoder")
     local_rank: int = opt(0, "set by the launcher (torchrun sets LOCAL_RANK)")
@@ -234,11 +227,7 @@ class DemoOptions:
     lrepochs: str = opt("3:4", "demo: epochs at which the lr is divided, and by how much")
     camera_speed: float = opt(1.0, "synthetic camera's translation rate x (wider baselines)")
     warmup_iters: int = opt(20, "demo: linear lr warm-up iterations")
-    init_cost_fusion: str = opt("difference", "demo: initial cost fusion (train's "
-                                "--init_cost_fusion; difference: a matching cost from the "
-                                "first step)")
-    coarse_only_iters: int = opt(0, "demo: supervise only the cost-volume depths (scales "
-                                 "2, 3) for the first n steps (train's --coarse_only_iters)")
+    init_cost_fusion: str = opt("difference", "demo: train's --init_cost_fusion")
     out: str = opt("./demo_output", "where the demo writes data, training, evaluations")
     quick: bool = opt(False, "a reduced, one-minute version (what the tests run)")
     steps: int = opt(0, "training steps (0: 500 on the CPU, 2000 on a GPU; 6 with --quick)")
