@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Iterable, Iterator, Optional
 
 import torch
@@ -173,7 +174,7 @@ def infer_sequences(model, jobs: Iterable, memory_size: Optional[int], batch_seq
     jobs, lanes = iter(jobs), []
     try:
         while True:
-            for key, seq, windows in _take(jobs, batch_sequences - len(lanes)):
+            for key, seq, windows in islice(jobs, batch_sequences - len(lanes)):
                 if not windows:  # nothing to run (and nothing to yield) for this one
                     continue
                 lane = Lane(key, None, windows, FrameFeatureCache(model, windows),
@@ -189,14 +190,6 @@ def infer_sequences(model, jobs: Iterable, memory_size: Optional[int], batch_seq
     finally:
         for lane in lanes:
             lane.closer.close()
-
-
-def _take(iterator: Iterator, n: int) -> Iterator:
-    for _ in range(n):
-        item = next(iterator, None)
-        if item is None:
-            return
-        yield item
 
 
 def step_lanes(model, lanes: list, device) -> Iterator[tuple]:
