@@ -14,6 +14,8 @@ interrupted prediction restarts from the first frame (the EST memory needs the s
 A COLMAP capture's scale is checked against the model's depth planes (``--pose_scale``).
 Formats and options: datasets/posed.py, configs/default.yaml ``predict:``, ``--help``.
 ``--stream True`` follows a folder capture while it is being written (docs/predict.md).
+Several captures (``--input A B ...``) write ``OUT/<capture>/`` each, as a run of that
+capture alone would, and run ``--batch_sequences`` at a time as one batch.
 """
 
 from __future__ import annotations
@@ -21,48 +23,37 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
-import time
+from contextlib import ExitStack
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from datasets import capture_scale
 from datasets.captures import open_capture
-from datasets.intrinsics import resize_intrinsics
-from datasets.io import DataError, read_depth
-from datasets.prefetch import prefetched
+from datasets.io import DataError
 from datasets.scannet_export import unfinished_export
-from evaluation import fusion
-from evaluation import metrics as metrics_mod
-from evaluation import pictures as pictures_mod
-from evaluation.inference_loop import infer_windows
+from evaluation.prediction import (DEPTH_DONE, DEPTH_FORMAT, Capture, depth_metrics,
+                                   fuse_outputs, picture_writer, predict_captures,
+                                   write_target)
 from evaluation.protocols import estm_protocol, joint_protocol
 from evaluation.run import apply_checkpoint_options, checkpoint_or_random_model
-from evaluation.run_files import COLOR_MAX_DEPTH, finished_marker, frame_stem, write_marker
-from evaluation.streaming import OUTPUT_FOLDERS, StreamHooks, check_stream_options, run_stream
+from evaluation.run_files import finished_marker
+from evaluation.streaming import StreamHooks, check_stream_options, run_stream
 from models.depthnet import DepthNetHybrid
 from models import onnx_runtime
-from models.memory import MemoryBuffer
 from utils.checkpoint import read_checkpoint
 from utils.config import load_config
 from utils.distributed import resolve_device
-from utils.io import atomic_open, config_hash, file_sha256, folder_lock, save_image, save_json
+from utils.io import config_hash, file_sha256, folder_lock, save_json
 from utils.logs import setup_logging
 from utils.options import PredictOptions
 from utils.paths import check_apart
-from utils.visualization import colorize_depth, image_to_uint8
 
 log = logging.getLogger("predict")
-DEPTH_DONE = ".depth_done.json"
-DEPTH_FORMAT = "estdepth/predict-depth"
 SUMMARY = "summary.json"
 FORMAT = "estdepth/predict"
 VERSION = 1
-MESH_POINTS = 100_000
 CHECKPOINT_HELP = (
     "The released model_000006.ckpt (ResNet-50, 64 planes, 0.1-10 m) was published with the "
     "official code, https://github.com/xxlong0/ESTDepth (README 'The released checkpoint'); "
@@ -113,8 +104,10 @@ def make_model(args, device: torch.device, ckpt: dict | None) -> DepthNetHybrid:
     return checkpoint_or_random_model(args, device, ckpt)
 
 
-def run_identity(args, seq) -> tuple[str, dict]:
-    """Hash of everything that changes the depth maps (not paths, device or fusion)."""
+def run_identity(args, seq, root: str | None = None) -> tuple[str, dict]:
+    """Hash of everything that changes the depth maps (not paths, device or fusion);
+    ``root``: the capture folder (default ``--input``)."""
+    root = args.input if root is None else root
     hashed = {
         "version": VERSION, "mode": args.mode, "seq_len": args.seq_len,
         "lwindow": args.lwindow, "memory_size": args.memory_size,
@@ -129,7 +122,7 @@ def run_identity(args, seq) -> tuple[str, dict]:
                      bool(args.save_video), float(args.video_fps)]
         + ([float(args.voxel_size), float(args.fuse_max_depth)] if args.save_clouds else []),
         # frames by their place in the capture, not where it lies: a moved capture reuses
-        "frames": [capture_relative(p, args.input) for p in frame_paths(seq)],
+        "frames": [capture_relative(p, root) for p in frame_paths(seq)],
         "poses": hashlib.sha256(np.stack(seq.poses).astype(np.float64).tobytes()).hexdigest(),
         "cam_intr": seq.cam_intr.tolist(),
     }
@@ -149,141 +142,6 @@ def frame_paths(seq) -> list[str]:
     return [str(frame.color) for frame in seq.frames]
 
 
-def save_depth_png(depth_hw: np.ndarray, path: Path) -> None:
-    """uint16 millimetres (0 = none; clipped to 65.535 m), written atomically."""
-    mm = np.clip(np.rint(np.nan_to_num(depth_hw, nan=0.0) * 1000.0), 0, 65535).astype(np.uint16)
-    ok, buf = cv2.imencode(".png", mm)
-    if not ok:
-        raise ValueError(f"could not encode {path}")
-    with atomic_open(str(path), "wb") as f:
-        f.write(buf.tobytes())
-
-
-def predict_depths(args, seq, out: Path, config_hash: str, device, ckpt: dict | None,
-                   pose_scale: float = 1.0) -> dict:
-    """Run the model over the sequence and write a depth PNG (+ preview) per target frame;
-    the PNG in the capture's units (the network's metres divided by ``pose_scale``)."""
-    for folder in OUTPUT_FOLDERS:  # an interrupted attempt
-        shutil.rmtree(out / folder, ignore_errors=True)
-    protocol = make_protocol(args.predict)
-    windows = protocol.windows(len(seq))
-    if not windows:
-        raise ValueError(f"{seq.name}: {len(seq)} selected frame(s), too few for one "
-                         f"{args.mode} window; lower --frame_interval / --min_baseline")
-    stems = [frame_stem(p) for p in frame_paths(seq)]
-    if len(set(stems)) != len(stems):
-        raise ValueError(f"{seq.name}: two selected frames share the file name "
-                         f"{next(s for s in stems if stems.count(s) > 1)!r}; outputs are "
-                         f"named by it")
-    model = make_model(args, device, ckpt)
-    pictures = picture_writer(args, seq, out, pose_scale)
-    memory = MemoryBuffer(protocol.memory_size) if model.IF_EST_transformer else None
-    targets = sum(len(protocol.targets(w)) for w in windows)
-    frames, files = [], []
-    start = time.perf_counter()
-    with tqdm(total=targets, desc="predict", unit="frame", dynamic_ncols=True) as bar, \
-            prefetched(seq, windows, args.num_workers) as ahead, pictures:
-        for window, batch, outputs in infer_windows(model, ahead, windows, memory):
-            for t, index in protocol.targets(window):
-                stem = stems[index]
-                files += write_target(args, out, pictures, stem, outputs, t,
-                                      batch["imgs"][window.index(index)], seq.poses[index],
-                                      pose_scale)
-                frames.append({"index": index, "stem": stem,
-                               "image": batch["img_paths"][window.index(index)]})
-                bar.update(1)
-    files += pictures.finish()
-    seconds = time.perf_counter() - start
-    marker = {"format": DEPTH_FORMAT, "config_hash": config_hash, "frames": frames,
-              "windows": len(windows), "inference_s": seconds,
-              "frames_per_s": len(frames) / seconds if seconds > 0 else None,
-              "random_weights": random_weights(args)}
-    return write_marker(out, marker, files, name=DEPTH_DONE)
-
-
-def write_target(args, out: Path, pictures, stem: str, outputs: dict, t: int, img_3hw,
-                 world_T_cam_44, pose_scale: float) -> list[str]:
-    """One predicted frame's files (relative paths): the depth PNG in the capture's units,
-    the preview and the optional pictures."""
-    depth = outputs[("depth", t, 0)][0, 0].float().cpu().numpy()
-    save_depth_png(depth / pose_scale, out / "depth" / f"{stem}.png")
-    files = [f"depth/{stem}.png"]
-    if args.save_images:
-        rgb = colorize_depth(depth, max_depth=COLOR_MAX_DEPTH)
-        save_image(str(out / "preview" / f"{stem}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        files.append(f"preview/{stem}.jpg")
-    return files + pictures.add(stem, depth, pictures_mod.confidence_map(outputs, t, depth.shape),
-                                image_to_uint8(img_3hw), world_T_cam_44)
-
-
-def picture_writer(args, seq, out: Path, pose_scale: float) -> pictures_mod.PictureWriter:
-    """``--save_confidence --save_clouds --save_video`` (see evaluation/pictures.py)."""
-    opts = args.predict
-    fps = (opts.video_fps or 30.0 / args.frame_interval) if opts.save_video else None
-    return pictures_mod.PictureWriter(
-        out, seq.cam_intr.double().numpy(), pose_scale, confidence=opts.save_confidence,
-        clouds=opts.save_clouds, video_fps=fps, voxel=opts.voxel_size,
-        max_depth=opts.fuse_max_depth, color_max_depth=COLOR_MAX_DEPTH)
-
-
-def depth_metrics(seq, out: Path, frames: list, opts: PredictOptions) -> dict | None:
-    """2D metrics of the saved depths against the capture's ground truth (mean over frames)."""
-    rows = []
-    for frame in frames:
-        item = seq[frame["index"]]
-        if item["dmap"] is None:
-            continue
-        pred = read_depth(out / "depth" / f"{frame['stem']}.png")
-        pred, _ = metrics_mod.sanitize_prediction(pred, opts.min_depth_eval)
-        row = metrics_mod.frame_metrics(pred, item["dmap"][0].numpy(), item["dmask"][0].numpy())
-        if row is not None:
-            rows.append(row)
-    if not rows:
-        return None
-    result = metrics_mod.mean_rows(rows, metrics_mod.METRIC_NAMES)
-    result["frames"] = len(rows)
-    return result
-
-
-def fuse_outputs(seq, out: Path, frames: list, opts: PredictOptions, net_hw: tuple,
-                 device, pose_scale: float = 1.0) -> dict:
-    """Fuse the predicted (and, when there, ground-truth) depths; mesh metrics with both.
-
-    ``net_hw``: the network's input size, which the sequence's intrinsics are scaled to.
-    ``pose_scale``: fusion runs in the network's metres (the voxel size is in metres, the
-    poses are scaled); the mesh is written in the capture's units.
-    """
-    K_net = seq.cam_intr.numpy().astype(np.float64)
-    pred_frames, gt_frames = [], []
-    for frame in frames:
-        pose = seq.poses[frame["index"]]
-        pred = read_depth(out / "depth" / f"{frame['stem']}.png") * np.float32(pose_scale)
-        pred_frames.append((pred, resize_intrinsics(K_net, net_hw, pred.shape), pose))
-        item = seq[frame["index"]]
-        if item["dmap"] is not None:
-            gt = item["dmap"][0].numpy()
-            gt_frames.append((gt, resize_intrinsics(K_net, net_hw, gt.shape), pose))
-    start = time.perf_counter()
-    mesh, _ = fusion.fuse_depths(pred_frames, opts.voxel_size, opts.fuse_max_depth,
-                                 device=device)
-    fusion.save_ply(fusion.Mesh(mesh.vertices_v3 / np.float32(pose_scale), mesh.faces_f3)
-                    if pose_scale != 1.0 else mesh, out / "mesh.ply")
-    result = {"mesh": "mesh.ply", "faces": len(mesh), "vertices": len(mesh.vertices_v3),
-              "voxel_size": opts.voxel_size, "max_depth": opts.fuse_max_depth}
-    if gt_frames and not any((gt > 0).any() for gt, _, _ in gt_frames):
-        log.warning("%s: the capture's ground-truth depth maps hold no valid pixel; no "
-                    "ground-truth mesh and no mesh metrics", seq.name)
-        gt_frames = []
-    if gt_frames:
-        gt_mesh, _ = fusion.fuse_depths(gt_frames, opts.voxel_size, opts.fuse_max_depth,
-                                        device=device)
-        fusion.save_ply(gt_mesh, out / "mesh_gt.ply")
-        result["mesh_gt"] = "mesh_gt.ply"
-        result["metrics"] = fusion.mesh_metrics(mesh, gt_mesh, num_points=MESH_POINTS)
-    result["fusion_s"] = time.perf_counter() - start
-    return result
-
-
 def check_options(args) -> None:
     """Refuse option values prediction or fusion cannot use, before any frame is predicted
     (fusion runs last: a bad --voxel_size would otherwise fail after the whole prediction).
@@ -294,6 +152,9 @@ def check_options(args) -> None:
     """
     opts = args.predict
     capture_scale.parse_pose_scale(opts.pose_scale)
+    if opts.backend == "onnxruntime" and opts.batch_sequences > 1:
+        raise ValueError("--batch_sequences above 1 needs --backend eager: the ONNX graphs "
+                         "are exported for batch 1")
     positive = {"--tum_max_dt": opts.tum_max_dt}
     if args.fuse:
         positive.update({"--voxel_size": opts.voxel_size,
@@ -309,14 +170,61 @@ def check_options(args) -> None:
             raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
+def output_folders(output: str, inputs: list) -> list[Path]:
+    """Each capture's output folder: ``output`` itself for one capture; for several,
+    ``output/<the capture's path below the captures' common folder>``.
+
+    Raises:
+        ValueError: a capture given twice, or one inside another.
+    """
+    if len(inputs) == 1:
+        return [Path(output)]
+    real = [Path(os.path.realpath(p)) for p in inputs]
+    for a in range(len(real)):
+        for b in range(len(real)):
+            if a != b and real[a].is_relative_to(real[b]):
+                same = "is" if real[a] == real[b] else "lies inside"
+                raise ValueError(f"--input {inputs[a]} {same} --input {inputs[b]}; give each "
+                                 f"capture once")
+    common = Path(os.path.commonpath(real))
+    return [Path(output) / path.relative_to(common) for path in real]
+
+
+def open_captures(args, inputs: list, outs: list) -> list[Capture]:
+    """Every capture opened, scaled and identified before any is predicted."""
+    captures = []
+    for given, out in zip(inputs, outs):
+        check_apart(out, given)  # a recomputation empties parts of the output
+        check_apart(args.output, given)
+        unfinished = unfinished_export(given)
+        if unfinished:
+            raise DataError(unfinished)
+        seq = open_capture(given, args.format, args.height, args.width, args.frame_interval,
+                           args.min_baseline, args.min_rotation, args.intrinsics,
+                           args.min_depth_eval, args.max_depth_eval, args.tum_max_dt)
+        scale = capture_scale.rescale_sequence(seq, args.predict.pose_scale, Path(given),
+                                               args.depth_min, args.depth_max)
+        config_hash, hashed = run_identity(args, seq, given)
+        log.info("%s (%s): %d frames -> %s (configuration %s, %s)", given, seq.format,
+                 len(seq), out, config_hash, args.mode)
+        captures.append(Capture(given, seq, out, scale, config_hash, hashed))
+    return captures
+
+
 def main(argv=None) -> dict:
+    """One capture: its summary. Several (``--input A B ...``): ``{"captures": [their
+    summaries]}``, each written as a run of that capture alone would."""
     args = load_config("predict", argv, description=__doc__)
     setup_logging(args.log_level)
-    if not args.input:
-        raise ValueError("--input is required (the capture folder)")
+    inputs = list(args.input or [])
+    if not inputs:
+        raise ValueError("--input is required (the capture folder, or several)")
     check_options(args)
-    check_apart(args.output, args.input)  # a recomputation empties parts of the output
     if args.predict.stream:  # a capture still being written: evaluation/streaming.py
+        if len(inputs) != 1:
+            raise ValueError(f"--stream follows one capture, got {len(inputs)} --input")
+        args.input = inputs[0]
+        check_apart(args.output, args.input)
         check_stream_options(args)
         ckpt = read_model_checkpoint(args)
         if random_weights(args):
@@ -325,68 +233,71 @@ def main(argv=None) -> dict:
                                             run_identity, random_weights, DEPTH_DONE,
                                             DEPTH_FORMAT, SUMMARY, FORMAT, VERSION),
                           resolve_device(args.device), ckpt)
-    unfinished = unfinished_export(args.input)
-    if unfinished:
-        raise DataError(unfinished)
     device = resolve_device(args.device)
-    out = Path(args.output)
     ckpt = read_model_checkpoint(args)  # its options (model, input size) before the identity
-    seq = open_capture(args.input, args.format, args.height, args.width, args.frame_interval,
-                       args.min_baseline, args.min_rotation, args.intrinsics,
-                       args.min_depth_eval, args.max_depth_eval, args.tum_max_dt)
-    scale = capture_scale.rescale_sequence(seq, args.predict.pose_scale, Path(args.input),
-                                           args.depth_min, args.depth_max)
-    config_hash, hashed = run_identity(args, seq)
-    log.info("%s (%s): %d frames -> %s (configuration %s, %s on %s)", args.input, seq.format,
-             len(seq), out, config_hash, args.mode, device)
+    captures = open_captures(args, inputs, output_folders(args.output, inputs))
     if random_weights(args):
         log.warning(RANDOM_WEIGHTS_WARNING)
+    with ExitStack() as locks:
+        for capture in captures:
+            capture.out.mkdir(parents=True, exist_ok=True)
+            locks.enter_context(folder_lock(str(capture.out), "predict.py"))
+        summaries = predict_locked(args, captures, device, ckpt)
+    for capture in captures:
+        log.info("wrote %s", capture.out / SUMMARY)
+    return summaries[0] if len(summaries) == 1 else {"captures": summaries}
 
-    out.mkdir(parents=True, exist_ok=True)
-    with folder_lock(str(out), "predict.py"):
-        summary = predict_locked(args, seq, out, config_hash, hashed, device, ckpt, scale)
-    log.info("wrote %s", out / SUMMARY)
-    return summary
+
+def predict_locked(args, captures: list, device, ckpt: dict | None) -> list[dict]:
+    """Depths (reused when finished for this configuration; the others predicted
+    together), then each capture's metrics, mesh and summary, its output locked."""
+    todo = []
+    for capture in captures:
+        capture.marker = finished_marker(capture.out, capture.config_hash, args.overwrite,
+                                         name=DEPTH_DONE, fmt=DEPTH_FORMAT,
+                                         other_output="--output")
+        if capture.marker is None:
+            todo.append(capture)
+        else:
+            log.info("depths already predicted in %s (%d frames), reused", capture.out,
+                     len(capture.marker["frames"]))
+    if todo:
+        predict_captures(make_model(args, device, ckpt), args, make_protocol(args.predict),
+                         todo, random_weights(args))
+    return [summarise(args, capture, device) for capture in captures]
 
 
-def predict_locked(args, seq, out: Path, config_hash: str, hashed: dict, device,
-                   ckpt: dict | None, scale: dict) -> dict:
-    """Depths (reused when finished for this configuration), metrics, mesh and summary, with
-    ``out`` locked against a second run. ``scale``: :func:`rescale_capture`'s."""
-    marker = finished_marker(out, config_hash, args.overwrite, name=DEPTH_DONE,
-                             fmt=DEPTH_FORMAT, other_output="--output")
-    if marker is None:
-        marker = predict_depths(args, seq, out, config_hash, device, ckpt, scale["scale"])
-    else:
-        log.info("depths already predicted in %s (%d frames), reused", out,
-                 len(marker["frames"]))
-    frames = marker["frames"]
+def summarise(args, capture: Capture, device) -> dict:
+    """A predicted capture's metrics and mesh, and its ``summary.json`` (written last)."""
+    seq, out, marker, frames = capture.seq, capture.out, capture.marker, capture.marker["frames"]
     summary = {
-        "format": FORMAT, "version": VERSION, "config_hash": config_hash,
-        "input": str(args.input), "capture_format": seq.format,
-        "intrinsics_source": seq.K_source, "pose_scale": scale,
+        "format": FORMAT, "version": VERSION, "config_hash": capture.config_hash,
+        "input": str(capture.input), "capture_format": seq.format,
+        "intrinsics_source": seq.K_source, "pose_scale": capture.scale,
         "checkpoint": args.loadckpt, "random_weights": random_weights(args),
         "frames": [f["stem"] for f in frames], "num_frames": len(frames),
         "sequence_frames": len(seq),
         "timing": {"inference_s": marker["inference_s"],
                    "frames_per_s": marker["frames_per_s"]},
         "options": {k: v for k, v in sorted(vars(args).items())},
-        "hashed": hashed,
+        "hashed": capture.hashed,
     }
     summary["depth_metrics"] = depth_metrics(seq, out, frames, args.predict)
     if args.fuse:
         summary["fusion"] = fuse_outputs(seq, out, frames, args.predict,
-                                         (args.height, args.width), device, scale["scale"])
+                                         (args.height, args.width), device,
+                                         capture.scale["scale"])
     save_json(summary, str(out / SUMMARY))
     if summary["depth_metrics"]:
-        log.info("depth metrics over %d frames: %s", summary["depth_metrics"]["frames"],
+        log.info("%s: depth metrics over %d frames: %s", capture.input,
+                 summary["depth_metrics"]["frames"],
                  ", ".join(f"{k} {summary['depth_metrics'][k]:.3f}"
                            for k in ("abs_rel", "abs_diff", "rmse", "a1")))
     if args.fuse and "metrics" in summary["fusion"]:
         m = summary["fusion"]["metrics"]
-        log.info("mesh vs ground-truth mesh: acc %.3f m, comp %.3f m, precision %.3f, recall "
-                 "%.3f, F-score %.3f (5 cm)", m["acc"], m["comp"], m["prec"], m["recall"],
-                 m["fscore"])
+        log.info("%s: mesh vs ground-truth mesh: acc %.3f m, comp %.3f m, precision %.3f, "
+                 "recall %.3f, F-score %.3f (5 cm)", capture.input, m["acc"], m["comp"],
+                 m["prec"], m["recall"], m["fscore"])
     return summary
 
 

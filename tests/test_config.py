@@ -200,6 +200,19 @@ def test_config_file_values_apply_and_are_given(tmp_path):
     assert args.given == {"epochs", "lr", "seed"} and "given" not in vars(args)
 
 
+def test_a_list_option_takes_one_or_more_values_on_the_command_line_and_in_a_file(tmp_path):
+    assert load_config("predict", []).input is None
+    assert load_config("predict", ["--input", "a", "b"]).input == ["a", "b"]
+    path = tmp_path / "mine.yaml"
+    for text, expected in (("predict:\n  input: a\n", ["a"]),
+                           ("predict:\n  input: [a, b]\n", ["a", "b"])):
+        path.write_text(text)
+        assert load_config("predict", ["--config", str(path)]).input == expected
+    path.write_text("predict:\n  input: {a: 1}\n")
+    with pytest.raises(ConfigError, match="'input' .* must be a string or a list of them"):
+        load_config("predict", ["--config", str(path)])
+
+
 # ------------------------------------------------------------------- --help texts
 @pytest.mark.parametrize("section", ["train", "eval", "benchmark"])
 def test_each_entry_point_help_describes_itself(section):

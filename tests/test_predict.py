@@ -55,7 +55,7 @@ def test_predict_folder_capture_with_fusion(redkitchen, tmp_path, capfd, monkeyp
     load_ply(out / "mesh.ply")
 
     # Re-running reuses the depth maps: the model is not run again.
-    monkeypatch.setattr(predict, "infer_windows", None)
+    monkeypatch.setattr(predict, "predict_captures", None)
     again = predict.main(argv + ["--fuse", "False"])
     assert again["frames"] == summary["frames"] and "fusion" not in again
     # Another configuration in the same folder is refused.
@@ -151,7 +151,7 @@ def test_a_moved_capture_reuses_its_finished_depths(redkitchen, tmp_path, monkey
     capture, out, argv = _tiny_capture_run(redkitchen, tmp_path)
     first = predict.main(argv)
     moved = capture.rename(tmp_path / "moved")
-    monkeypatch.setattr(predict, "infer_windows", None)  # the model must not run again
+    monkeypatch.setattr(predict, "predict_captures", None)  # the model must not run again
     again = predict.main([str(moved) if a == str(capture) else a for a in argv])
     assert again["config_hash"] == first["config_hash"]
     assert again["frames"] == first["frames"]

@@ -31,7 +31,8 @@ DEFAULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 MIN_VALUES = {"frame_interval": 1, "num_workers": 0, "ndepths": 2, "epochs": 1,
               "batch_size": 1, "seq_len": MIN_WINDOW_FRAMES, "summary_freq": 1, "save_freq": 1,
               "save_iters": 0, "keep_checkpoints": 0, "max_iters": 0, "warmup_iters": 0, "clip_epoch": 0,
-              "lwindow": MIN_WINDOW_FRAMES, "memory_size": 1, "steps": 0, "iters": 1}
+              "lwindow": MIN_WINDOW_FRAMES, "memory_size": 1, "steps": 0, "iters": 1,
+              "batch_sequences": 1}
 POSITIVE = ("lr", "depth_min", "depth_max", "clip_before", "clip_after", "min_depth_eval",
             "max_depth_eval")
 
@@ -103,11 +104,23 @@ def _optional(kind):
 
 
 def _parse_type(annotation):
-    """The argparse ``type`` of a field's annotation (``Optional[X]`` also takes None)."""
+    """The argparse ``type`` of a field's annotation (``Optional[X]`` also takes None;
+    ``list[X]``: the type of one item)."""
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) is typing.Union and type(None) in args:
-        return _optional(next(a for a in args if a is not type(None)))
+        inner = next(a for a in args if a is not type(None))
+        return _parse_type(inner) if _is_list(inner) else _optional(inner)
+    if _is_list(annotation):
+        return args[0]
     return str2bool if annotation is bool else annotation
+
+
+def _is_list(annotation) -> bool:
+    """``list[X]`` or ``Optional[list[X]]``: an option taking one or more values."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Union and type(None) in args:
+        return any(_is_list(a) for a in args)
+    return typing.get_origin(annotation) is list
 
 
 def read_defaults(sections):
@@ -152,6 +165,8 @@ def build_parser(section: str, description: str = "",
                   "type": _parse_type(types[key])}
         if kwargs["type"] is str2bool:
             kwargs.update(nargs="?", const=True, metavar="BOOL")
+        elif _is_list(types[key]):
+            kwargs.update(nargs="+")
         parser.add_argument(*names, dest=key, **kwargs)
     for key, note in REMOVED.get(section, {}).items():
         parser.add_argument("--" + key, action=_Removed, default=argparse.SUPPRESS, const=note,
@@ -284,7 +299,14 @@ def _convert(path: str, group: str, key: str, value, action: argparse.Action):
     kind = action.type
     expected = {str2bool: "a boolean (true/false)", int: "an integer", float: "a number",
                 str: "a string"}.get(kind, getattr(kind, "__name__", "a value"))
-    if value is None:
+    if action.nargs == "+" and value is not None:  # one value or a list of them
+        expected += " or a list of them"
+        values = value if isinstance(value, list) else [value]
+        if values and all(isinstance(v, (str, int, float)) and not isinstance(v, bool)
+                          for v in values):
+            return [kind(v) for v in values]
+        bad = True
+    elif value is None:
         if action.default is None:
             return None
         bad = True

@@ -248,9 +248,9 @@ class PredictOptions:
                        "native images (TUM without a freiburg name needs it)"),
     }
 
-    input: Optional[str] = opt(None, "the capture: a folder (images/ + poses.txt + K.txt), a "
-                               "COLMAP model, a TUM sequence, a 7-Scenes or exported ScanNet "
-                               "scan")
+    input: Optional[list[str]] = opt(None, "the capture(s): a folder (images/ + poses.txt + "
+                                     "K.txt), a COLMAP model, a TUM sequence, a 7-Scenes or "
+                                     "exported ScanNet scan; several: OUT/<capture>/ each")
     output: str = opt("./outputs/predict", "where depth/, preview/, mesh.ply and "
                       "summary.json are written")
     format: str = opt("auto", "auto (detected from the folder), folder, colmap, tum, "
@@ -269,6 +269,8 @@ class PredictOptions:
     seq_len: int = opt(5, "joint: frames per window")
     lwindow: int = opt(3, "estm: frames per sliding window")
     memory_size: int = opt(2, "estm: windows kept in the memory")
+    batch_sequences: int = opt(1, "several --input: captures run in lock-step as one batch, "
+                               "each with its own memory (eager backend)")
     save_images: bool = opt(True, "colour-mapped previews preview/<frame>.jpg")
     save_confidence: bool = opt(True, "confidence/<frame>.png (uint16, 65535 = probability 1)")
     save_clouds: bool = opt(False, "coloured clouds cloud/<frame>.ply and cloud.ply (merged "
@@ -367,14 +369,11 @@ GROUPS = {"common": CommonOptions, "model": ModelOptions, "train": TrainOptions,
 BASE_SECTIONS = ("common", "model")
 # Official options that neither the official command lines pass nor anything here uses:
 # refused, naming what to use instead.
-REMOVED = {
-    "train": {
-        "testlist": "training reads --trainlist only; the test list is an option of "
-                    "eval_hybrid.py / eval_hybrid_seq.py (--testlist)",
-        "eval_freq": "training runs no evaluation; evaluate its checkpoints with "
-                     "eval_hybrid.py / eval_hybrid_seq.py",
-    },
-}
+REMOVED = {"train": {
+    "testlist": "training reads --trainlist only; the test list is an option of "
+                "eval_hybrid.py / eval_hybrid_seq.py (--testlist)",
+    "eval_freq": "training runs no evaluation; evaluate its checkpoints with "
+                 "eval_hybrid.py / eval_hybrid_seq.py"}}
 def section_options(section: str) -> dict:
     """``{option: (default, help)}`` that section ``section`` lists: its overrides of
     ``common``/``model``, then its own fields."""
