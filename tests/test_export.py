@@ -10,6 +10,7 @@ import torch
 import export
 import predict
 from datasets.captures import open_capture
+from datasets.io import read_depth
 from evaluation.inference_loop import infer_windows
 from evaluation.protocols import estm_protocol
 from models.depthnet import DepthNetHybrid
@@ -94,7 +95,7 @@ def test_predict_with_onnxruntime_writes_the_eager_depths(exported, redkitchen, 
     assert onnx["hashed"]["backend"] == "onnxruntime" and onnx["random_weights"]
     assert onnx["config_hash"] != eager["config_hash"]
     for stem in onnx["frames"]:
-        a, b = (predict.read_depth(tmp_path / run / "depth" / f"{stem}.png")
+        a, b = (read_depth(tmp_path / run / "depth" / f"{stem}.png")
                 for run in ("onnx", "eager"))
         assert np.abs(a - b).max() <= 0.001 + 1e-6  # one millimetre step at most
 
