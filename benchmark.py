@@ -131,11 +131,11 @@ def profiled_parts(model) -> dict:
     return parts
 
 
-def profile_estm(model, args, timer, autocast) -> dict:
-    """Share of an ESTM window's time per module, over ``--iters`` steady windows."""
+def profile_window(model, protocol, args, timer, autocast) -> dict:
+    """Share of a window's time per module, over ``--iters`` steady windows."""
     totals: dict = {}
     with module_timer(profiled_parts(model), timer, totals):
-        windows = timed_windows(model, estm_protocol(), args.iters, args.warmup, args, timer,
+        windows = timed_windows(model, protocol, args.iters, args.warmup, args, timer,
                                 autocast, on_first_timed=totals.clear)
     total = sum(windows)
     parts = dict(totals)
@@ -201,9 +201,9 @@ def print_report(results: dict, before: dict | None) -> None:
         if old:
             line += f"   before {old['median_s'] * 1e3:.1f} ms: x{old['median_s'] / t['median_s']:.2f}"
         print(line)
-    if "profile" in results:
-        print("  where an ESTM window's time goes:")
-        for name, p in results["profile"].items():
+    for protocol, profile in results.get("profile", {}).items():
+        print(f"  where {'an ESTM' if protocol == 'estm' else 'a Joint'} window's time goes:")
+        for name, p in profile.items():
             print(f"    {name:45s} {p['share'] * 100:5.1f}%  {p['s_per_window'] * 1e3:8.1f} ms")
     if "train_profile" in results:
         busy = results["train_profile_busy_s"] * 1e3
@@ -270,8 +270,13 @@ def measure_inference(model, measures: list, args, timer, autocast, results: dic
         if name in measures:
             results["timings"][f"{name}_window"] = summarize(timed_windows(
                 infer_model, protocol(), args.iters, args.warmup, args, timer, autocast))
-    if args.profile:
-        results["profile"] = profile_estm(infer_model, args, timer, autocast)
+    if args.profile:  # the measured protocols' windows (ESTM's when neither is measured)
+        results["profile"] = {name: profile_window(infer_model, protocol(), args, timer,
+                                                   autocast)
+                              for name, protocol in (("estm", estm_protocol),
+                                                     ("joint", joint_protocol))
+                              if name in measures or (name == "estm" and "joint" not in
+                                                      measures)}
     if args.sequence:
         results["sequence"] = run_sequence(infer_model, args, timer, autocast)
 

@@ -37,7 +37,8 @@ def test_benchmark_profile_sequence_and_loader(tmp_path, capsys):
                                      "--loader", "true", "--loader_workers", "0",
                                      "--loader_samples", "3", "--loader_data", str(data),
                                      "--frame_interval", "1", "--intrinsics", "scene"])
-    profile = results["profile"]
+    assert list(results["profile"]) == ["estm"]  # nothing measured: the ESTM window's
+    profile = results["profile"]["estm"]
     assert "matchingFeature" in profile and "CostRegNet.dres0" in profile
     assert abs(sum(p["share"] for p in profile.values()) - 1) < 1e-6
     seq = results["sequence"]
@@ -111,6 +112,15 @@ def test_training_steps_run_as_ours_or_as_the_official_train_sample(fast):
 
 
 @pytest.mark.slow
+def test_the_profile_covers_each_measured_windows_protocol(capsys):
+    results = benchmark.main(TINY + ["--measure", "joint", "--profile", "true"])
+    profile = results["profile"]["joint"]
+    assert list(results["profile"]) == ["joint"]
+    assert "semanticFeature" in profile and "CostRegNet.epipolar_transformer" in profile
+    assert abs(sum(p["share"] for p in profile.values()) - 1) < 1e-6
+    assert "where a Joint window's time goes" in capsys.readouterr().out
+
+
 def test_training_step_profile_names_the_operators(capsys):
     results = benchmark.main(TINY + ["--measure", "train", "--profile", "true"])
     ops = results["train_profile"]

@@ -341,9 +341,9 @@ class BenchmarkOptions:
                               "compiled code changes the losses")
     cuda_graphs: bool = opt(False, "replay the inference model from CUDA graphs (see eval's "
                             "--cuda_graphs)")
-    profile: bool = opt(False, "also print where an ESTM window's time goes, per module "
-                        "(forward hooks), and with --measure train a training step's, per "
-                        "operator (torch.profiler)")
+    profile: bool = opt(False, "also print where a window's time goes (ESTM, Joint: those "
+                        "measured), per module (forward hooks), and with --measure train a "
+                        "training step's, per operator (torch.profiler)")
     loader: bool = opt(False, "also time the training loader alone (decode, resize, stack) "
                        "in samples/s")
     loader_workers: int = opt(4, "--loader: data-loading worker processes")
