@@ -56,9 +56,9 @@ DEMO_VOXEL, DEMO_FUSE_MAX_DEPTH = 0.05, 4.0  # --fuse: 5 cm voxels, depths up to
 def demo_plan(args, device: torch.device) -> dict:
     """Sizes of the run: the full demo, or the quick one the tests use."""
     if args.quick:
-        plan = {"scenes": 4, "test_scenes": 1, "frames": 35, "steps": 6}
+        plan = {"scenes": 4, "test_scenes": 1, "frames": 35, "seq_len": 3, "steps": 6}
     else:
-        plan = {"scenes": 65, "test_scenes": 5, "frames": 40,
+        plan = {"scenes": 65, "test_scenes": 5, "frames": args.frames, "seq_len": args.seq_len,
                 "steps": 2000 if device.type == "cuda" else 500}
     if args.steps:
         plan["steps"] = args.steps
@@ -103,7 +103,7 @@ def train(args, plan: dict, data: Path) -> Path:
     resume = latest_checkpoint(str(logdir)) is not None
     argv = model_argv(args) + [
         "--dataset", "synthetic", "--datapath", str(data), "--logdir", str(logdir),
-        "--seq_len", "3", "--batch_size", "1", "--lr", str(args.lr), "--lrepochs",
+        "--seq_len", str(plan["seq_len"]), "--batch_size", "1", "--lr", str(args.lr), "--lrepochs",
         args.lrepochs, "--warmup_iters", str(args.warmup_iters),
         "--init_cost_fusion", args.init_cost_fusion,
         "--max_iters", str(plan["steps"]), "--epochs", "1000", "--save_iters", "100",

@@ -153,9 +153,8 @@ class EvalOptions:
                                   "sequence folder)")
     evalpath: str = opt("./outputs/eval", "output root: predictions go to <evalpath>/joint "
                         "or <evalpath>/estm")
-    testlist: Optional[str] = opt(None, "scene list (default: "
-                                  "data/scannet_split/test_split.txt, data/7scenes/test.txt, "
-                                  "<datapath>/splits/test_split.txt)")
+    testlist: Optional[str] = opt(None, "scene list (default: data/scannet_split/test_split.txt,"
+                                  " data/7scenes/test.txt, <datapath>/splits/test_split.txt)")
     loadckpt: Optional[str] = opt(None, "checkpoint to evaluate (required; loaded strictly)")
     seq_len: int = opt(5, "Joint: frames per window (targets are the inner seq_len-2)")
     lwindow: int = opt(3, "ESTM: frames per sliding window (target: the middle one)")
@@ -233,9 +232,10 @@ class DemoOptions:
     steps: int = opt(0, "training steps (0: 500 on the CPU, 2000 on a GPU; 6 with --quick)")
     fuse: bool = opt(True, "demo: fuse a held-out room's ESTM depths (trained and untrained) "
                      "into meshes and report their F-score")
-    sevenscenes: Optional[str] = opt(None, "a 7-Scenes sequence folder to evaluate too "
-                                     "(default: ../shared/data/7scenes/redkitchen/seq-sample "
-                                     "when present)")
+    sevenscenes: Optional[str] = opt(None, "a 7-Scenes sequence folder to evaluate too (default:"
+                                     " ../shared/data/7scenes/redkitchen/seq-sample if there)")
+    frames: int = opt(40, "demo: frames rendered per synthetic room (35 with --quick)")
+    seq_len: int = opt(3, "demo: frames per training window (3 with --quick)")
 
 
 @dataclass(frozen=True)
