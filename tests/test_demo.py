@@ -63,6 +63,19 @@ def test_demo_ctrl_c_says_to_re_run(monkeypatch, capsys):
     assert "run the same command again" in capsys.readouterr().err
 
 
+def test_rooms_frames_and_training_window_reach_the_data_and_the_trainer(tmp_path,
+                                                                         monkeypatch):
+    args = load_config("demo", ["--frames", "60", "--seq_len", "5", "--out", str(tmp_path)])
+    plan = demo.demo_plan(args, torch.device("cpu"))
+    assert (plan["frames"], plan["seq_len"]) == (60, 5)
+    seen = {}
+    monkeypatch.setattr(demo, "run_training",
+                        lambda argv: seen.update(argv=argv) or {"last_checkpoint": "x.ckpt"})
+    demo.train(args, plan, tmp_path / "data")
+    argv = seen["argv"]
+    assert argv[argv.index("--seq_len") + 1] == "5"
+
+
 # The demo's recipe cut to 200 steps, on one thread (the trajectory measured, reproduced):
 # the held-out ESTM depth read from the cost volume (init, scale 2) must hold structure a
 # constant cannot: scale-invariant AbsRel (each frame scaled to its ground-truth median,
