@@ -271,12 +271,10 @@ def measure_inference(model, measures: list, args, timer, autocast, results: dic
             results["timings"][f"{name}_window"] = summarize(timed_windows(
                 infer_model, protocol(), args.iters, args.warmup, args, timer, autocast))
     if args.profile:  # the measured protocols' windows (ESTM's when neither is measured)
-        results["profile"] = {name: profile_window(infer_model, protocol(), args, timer,
-                                                   autocast)
-                              for name, protocol in (("estm", estm_protocol),
-                                                     ("joint", joint_protocol))
-                              if name in measures or (name == "estm" and "joint" not in
-                                                      measures)}
+        protocols = {"estm": estm_protocol, "joint": joint_protocol}
+        profiled = [name for name in protocols if name in measures] or ["estm"]
+        results["profile"] = {name: profile_window(infer_model, protocols[name](), args,
+                                                   timer, autocast) for name in profiled}
     if args.sequence:
         results["sequence"] = run_sequence(infer_model, args, timer, autocast)
 

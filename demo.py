@@ -103,8 +103,8 @@ def train(args, plan: dict, data: Path) -> Path:
     resume = latest_checkpoint(str(logdir)) is not None
     argv = model_argv(args) + [
         "--dataset", "synthetic", "--datapath", str(data), "--logdir", str(logdir),
-        "--seq_len", str(plan["seq_len"]), "--batch_size", "1", "--lr", str(args.lr), "--lrepochs",
-        args.lrepochs, "--warmup_iters", str(args.warmup_iters),
+        "--seq_len", str(plan["seq_len"]), "--batch_size", "1", "--lr", str(args.lr),
+        "--lrepochs", args.lrepochs, "--warmup_iters", str(args.warmup_iters),
         "--init_cost_fusion", args.init_cost_fusion,
         "--max_iters", str(plan["steps"]), "--epochs", "1000", "--save_iters", "100",
         "--keep_checkpoints", "1",

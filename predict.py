@@ -194,8 +194,6 @@ def open_captures(args, inputs: list, outs: list) -> list[Capture]:
     """Every capture opened, scaled and identified before any is predicted."""
     captures = []
     for given, out in zip(inputs, outs):
-        check_apart(out, given)  # a recomputation empties parts of the output
-        check_apart(args.output, given)
         unfinished = unfinished_export(given)
         if unfinished:
             raise DataError(unfinished)
@@ -220,11 +218,12 @@ def main(argv=None) -> dict:
     if not inputs:
         raise ValueError("--input is required (the capture folder, or several)")
     check_options(args)
+    # a recomputation empties parts of the output; each capture's output lies inside it
+    check_apart(args.output, *inputs)
     if args.predict.stream:  # a capture still being written: evaluation/streaming.py
         if len(inputs) != 1:
             raise ValueError(f"--stream follows one capture, got {len(inputs)} --input")
         args.input = inputs[0]
-        check_apart(args.output, args.input)
         check_stream_options(args)
         ckpt = read_model_checkpoint(args)
         if random_weights(args):

@@ -87,8 +87,9 @@ def picture_writer(args, seq, out: Path, pose_scale: float) -> pictures_mod.Pict
         max_depth=opts.fuse_max_depth, color_max_depth=COLOR_MAX_DEPTH)
 
 
-def plan_capture(protocol, capture: Capture) -> list:
-    """The capture's windows, checked before any frame of any capture is predicted.
+def plan_capture(protocol, capture: Capture) -> tuple[list, list]:
+    """The capture's windows and its frames' output names, checked before any frame of any
+    capture is predicted.
 
     Raises:
         ValueError: too few frames for one window, or two frames of one file name.
@@ -103,19 +104,19 @@ def plan_capture(protocol, capture: Capture) -> list:
         raise ValueError(f"{seq.name}: two selected frames share the file name "
                          f"{next(s for s in stems if stems.count(s) > 1)!r}; outputs are "
                          f"named by it")
-    return windows
+    return windows, stems
 
 
 class CaptureWriter:
     """One capture's depth files, written as its windows arrive; the marker after the last."""
 
-    def __init__(self, args, protocol, capture: Capture, windows: list, bar,
+    def __init__(self, args, protocol, capture: Capture, windows: list, stems: list, bar,
                  random_weights: bool):
         for folder in OUTPUT_FOLDERS:  # an interrupted attempt
             shutil.rmtree(capture.out / folder, ignore_errors=True)
         self.args, self.protocol, self.capture, self.windows = args, protocol, capture, windows
         self.bar, self.random_weights = bar, random_weights
-        self.stems = [frame_stem(str(frame.color)) for frame in capture.seq.frames]
+        self.stems = stems
         self.frames, self.files = [], []
         self.closer = ExitStack()
         self.pictures = self.closer.enter_context(
@@ -154,13 +155,13 @@ def predict_captures(model, args, protocol, captures: list, random_weights: bool
     first window to its last, shared with the captures beside it.
     """
     plans = {k: plan_capture(protocol, capture) for k, capture in enumerate(captures)}
-    total = sum(len(protocol.targets(w)) for windows in plans.values() for w in windows)
+    total = sum(len(protocol.targets(w)) for windows, _ in plans.values() for w in windows)
     memory_size = protocol.memory_size if model.IF_EST_transformer else None
     writers = {}
     with tqdm(total=total, desc="predict", unit="frame", dynamic_ncols=True) as bar:
         def jobs():
-            for k, windows in plans.items():
-                writers[k] = CaptureWriter(args, protocol, captures[k], windows, bar,
+            for k, (windows, stems) in plans.items():
+                writers[k] = CaptureWriter(args, protocol, captures[k], windows, stems, bar,
                                            random_weights)
                 yield k, captures[k].seq, windows
 
@@ -168,7 +169,7 @@ def predict_captures(model, args, protocol, captures: list, random_weights: bool
             for k, step, window, batch, outputs in infer_sequences(
                     model, jobs(), memory_size, args.batch_sequences, args.num_workers):
                 writers[k].add(window, batch, outputs)
-                if step == len(plans[k]) - 1:
+                if step == len(writers[k].windows) - 1:
                     captures[k].marker = writers.pop(k).finish()
                     if len(captures) > 1:
                         bar.set_postfix(captures=f"{len(plans) - len(writers)}/{len(plans)}")

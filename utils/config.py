@@ -103,24 +103,28 @@ def _optional(kind):
     return parse
 
 
+def _unwrap_optional(annotation) -> tuple:
+    """``(X, True)`` for ``Optional[X]``, else ``(annotation, False)``."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Union and type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return annotation, False
+
+
 def _parse_type(annotation):
     """The argparse ``type`` of a field's annotation (``Optional[X]`` also takes None;
     ``list[X]``: the type of one item)."""
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) is typing.Union and type(None) in args:
-        inner = next(a for a in args if a is not type(None))
-        return _parse_type(inner) if _is_list(inner) else _optional(inner)
-    if _is_list(annotation):
-        return args[0]
-    return str2bool if annotation is bool else annotation
+    inner, optional = _unwrap_optional(annotation)
+    if _is_list(inner):
+        return typing.get_args(inner)[0]
+    if optional:
+        return _optional(inner)
+    return str2bool if inner is bool else inner
 
 
 def _is_list(annotation) -> bool:
     """``list[X]`` or ``Optional[list[X]]``: an option taking one or more values."""
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) is typing.Union and type(None) in args:
-        return any(_is_list(a) for a in args)
-    return typing.get_origin(annotation) is list
+    return typing.get_origin(_unwrap_optional(annotation)[0]) is list
 
 
 def read_defaults(sections):
